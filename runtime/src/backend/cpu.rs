@@ -1,0 +1,164 @@
+//! The CPU backend: tract, optionally on a multithreaded executor.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ndarray::{ArrayD, IxDyn};
+use tract_onnx::tract_core::runtime::RunOptions;
+
+use super::Backend;
+use crate::error::{Error, Result};
+use crate::results::OutputTensor;
+
+/// A tract plan for one fixed input shape.
+#[derive(Debug)]
+pub struct CpuBackend {
+    plan: Arc<TypedRunnableModel>,
+    output_names: Vec<String>,
+    output_shapes: Vec<Vec<Option<usize>>>,
+}
+
+impl CpuBackend {
+    /// Parses ONNX bytes, fixes the input to `shape` (f32), optimises, and plans
+    /// with `threads` worker threads (1 runs on the calling thread).
+    pub fn load(onnx: &[u8], input_name: &str, shape: &[usize], threads: usize) -> Result<Self> {
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &onnx[..])
+            .map_err(|e| Error::ModelLoad(format!("{e:#}")))?;
+        let inputs = model
+            .input_outlets()
+            .map_err(|e| Error::ModelLoad(format!("{e:#}")))?
+            .to_vec();
+        if inputs.len() != 1 {
+            return Err(Error::ModelMismatch(format!(
+                "the model has {} inputs; exactly one image input is supported",
+                inputs.len()
+            )));
+        }
+        let actual = model.node(inputs[0].node).name.clone();
+        if actual != input_name {
+            return Err(Error::ModelMismatch(format!(
+                "the model's input is named {actual:?}, the manifest says {input_name:?}"
+            )));
+        }
+        model
+            .set_input_fact(0, f32::fact(shape).into())
+            .map_err(|e| Error::ModelLoad(format!("{e:#}")))?;
+        let typed = model.into_typed().map_err(|e| {
+            Error::ModelMismatch(format!("the model does not accept input {shape:?}: {e:#}"))
+        })?;
+        let mut output_names = Vec::new();
+        let mut output_shapes = Vec::new();
+        for (i, outlet) in typed.output_outlets().map_err(load_err)?.iter().enumerate() {
+            output_names.push(
+                typed
+                    .outlet_label(*outlet)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| typed.node(outlet.node).name.clone()),
+            );
+            let fact = typed.output_fact(i).map_err(load_err)?;
+            output_shapes.push(
+                fact.shape
+                    .iter()
+                    .map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok()))
+                    .collect(),
+            );
+        }
+        let optimized = typed.into_optimized().map_err(load_err)?;
+        let options = RunOptions {
+            executor: (threads > 1).then(|| {
+                tract_onnx::tract_core::tract_linalg::multithread::Executor::multithread(threads)
+            }),
+            ..RunOptions::default()
+        };
+        let plan = optimized
+            .into_runnable_with_options(&options)
+            .map_err(load_err)?;
+        Ok(CpuBackend {
+            plan,
+            output_names,
+            output_shapes,
+        })
+    }
+}
+
+fn load_err(e: TractError) -> Error {
+    Error::ModelLoad(format!("{e:#}"))
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn output_shapes(&self) -> &[Vec<Option<usize>>] {
+        &self.output_shapes
+    }
+
+    fn run(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<OutputTensor>> {
+        let input = ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map_err(|e| Error::Inference(e.to_string()))?
+            .into_tensor();
+        let outputs = self
+            .plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        outputs
+            .into_iter()
+            .zip(&self.output_names)
+            .map(|(value, name)| {
+                let t = value
+                    .cast_to::<f32>()
+                    .map_err(|e| Error::Inference(format!("{e:#}")))?;
+                let data = t
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Inference(format!("{e:#}")))?
+                    .iter()
+                    .copied()
+                    .collect();
+                Ok(OutputTensor {
+                    name: name.clone(),
+                    shape: t.shape().to_vec(),
+                    data,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What an ONNX model declares about its inputs, read without optimising it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredInput {
+    /// Input name.
+    pub name: String,
+    /// Declared shape; `None` for a symbolic dimension.
+    pub shape: Vec<Option<usize>>,
+}
+
+/// Parses ONNX bytes and lists the inputs it declares.
+pub fn declared_inputs(onnx: &[u8]) -> Result<Vec<DeclaredInput>> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &onnx[..])
+        .map_err(load_err)?;
+    let outlets = model.input_outlets().map_err(load_err)?.to_vec();
+    outlets
+        .iter()
+        .enumerate()
+        .map(|(i, outlet)| {
+            let fact = model.input_fact(i).map_err(load_err)?;
+            let shape = fact
+                .shape
+                .dims()
+                .map(|d| {
+                    tract_onnx::tract_hir::infer::Factoid::concretize(d)
+                        .and_then(|d| d.to_i64().ok())
+                        .and_then(|v| usize::try_from(v).ok())
+                })
+                .collect();
+            Ok(DeclaredInput {
+                name: model.node(outlet.node).name.clone(),
+                shape,
+            })
+        })
+        .collect()
+}

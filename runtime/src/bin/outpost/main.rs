@@ -1,0 +1,329 @@
+//! `outpost`: the device CLI (info, infer, bench).
+
+mod bench;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use outpost_runtime::package::{Package, TrustedKeys};
+use outpost_runtime::{BackendKind, Config, ImageInput, Prediction, Predictor};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Run signed Outpost model packages on this device"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings shared by every command; each also has an `OUTPOST_*` variable.
+#[derive(Args, Clone)]
+struct Common {
+    /// Public key file or key directory trusted to sign packages (repeatable).
+    #[arg(long = "trusted-key", global = true)]
+    trusted_keys: Vec<PathBuf>,
+    /// CPU threads (default: OUTPOST_THREADS, else the number of cores, at most 8).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Backend: auto, cpu, gpu, npu.
+    #[arg(long, global = true)]
+    backend: Option<BackendKind>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a package and print its manifest summary and artifacts.
+    Info {
+        /// Package file or directory.
+        package: PathBuf,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a package on images and print the results.
+    Infer {
+        /// Package file or directory.
+        package: PathBuf,
+        /// Images (JPEG, PNG, BMP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Score threshold 0..1.
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Most results per image.
+        #[arg(long = "top-k")]
+        top_k: Option<usize>,
+        /// EasyEdge-style JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Time load, first inference and each stage; report medians, p90 and peak memory.
+    Bench {
+        /// Package file or directory.
+        package: PathBuf,
+        /// Image to use (default: a generated 640x480 picture).
+        image: Option<PathBuf>,
+        /// Timed runs after warm-up.
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Untimed warm-up runs.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl Common {
+    fn config(&self) -> Config {
+        Config {
+            threads: self.threads,
+            backend: self.backend,
+            trusted_keys: (!self.trusted_keys.is_empty()).then(|| self.trusted_keys.clone()),
+            ..Config::default()
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let level = config
+        .resolve()
+        .map(|s| s.log_level.as_str())
+        .unwrap_or("warn");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Turns a runtime error into a message that keeps its stable code.
+fn coded(e: outpost_runtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("error {}: {e}", e.code())
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info {
+            package,
+            json,
+            common,
+        } => {
+            let config = common.config();
+            init_logging(&config);
+            info(&package, &config, json)
+        }
+        Command::Infer {
+            package,
+            images,
+            threshold,
+            top_k,
+            json,
+            common,
+        } => {
+            let config = Config {
+                threshold,
+                top_k,
+                ..common.config()
+            };
+            init_logging(&config);
+            infer(&package, &images, &config, json)
+        }
+        Command::Bench {
+            package,
+            image,
+            runs,
+            warmup,
+            json,
+            common,
+        } => {
+            let config = common.config();
+            init_logging(&config);
+            let report = bench::run(&package, image.as_deref(), &config, runs.max(1), warmup)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::table(&report));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn info(path: &Path, config: &Config, as_json: bool) -> Result<()> {
+    let settings = config.resolve().map_err(coded)?;
+    let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
+    let package = Package::open(path, &trusted).map_err(coded)?;
+    let m = package.manifest();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
+    }
+    let input = m.input();
+    println!(
+        "package     {} (verified, signed by key {})",
+        path.display(),
+        package.key_id()
+    );
+    println!("model       {} {}", m.model.name, m.model.version);
+    println!("task        {}", m.task.as_str());
+    println!("format      v{}", m.format_version);
+    println!("input       {} {:?}", input.name, input.shape);
+    println!(
+        "preprocess  {} {:?} {:?} mean {:?} std {:?}",
+        serde_json::to_string(&input.preprocess.resize)?,
+        input.preprocess.color,
+        input.preprocess.layout,
+        input.preprocess.mean,
+        input.preprocess.std
+    );
+    println!("decoder     {}", serde_json::to_string(&m.decoder)?);
+    if let Some(t) = m.threshold {
+        println!("threshold   {t}");
+    }
+    let preview: Vec<&str> = m.labels.iter().take(5).map(String::as_str).collect();
+    println!(
+        "labels      {} ({}{})",
+        m.labels.len(),
+        preview.join(", "),
+        if m.labels.len() > 5 { ", ..." } else { "" }
+    );
+    println!("artifacts");
+    for a in &m.artifacts {
+        println!(
+            "  {:<20} {:>12} bytes  {:?} {} {}  sha256 {}",
+            a.file,
+            a.size,
+            a.format,
+            a.target,
+            a.precision.as_str(),
+            a.sha256
+        );
+    }
+    Ok(())
+}
+
+fn infer(package: &Path, images: &[PathBuf], config: &Config, as_json: bool) -> Result<()> {
+    let predictor = Predictor::open(package, config).map_err(coded)?;
+    let mut outputs = Vec::new();
+    let mut failures = 0;
+    for path in images {
+        let started = Instant::now();
+        let result = std::fs::read(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .and_then(|bytes| {
+                predictor
+                    .infer(ImageInput::Encoded(&bytes))
+                    .map_err(coded_keep)
+            });
+        let cost_ms = started.elapsed().as_secs_f64() * 1e3;
+        match result {
+            Ok(prediction) => {
+                if as_json {
+                    outputs.push(json!({
+                        "image": path.display().to_string(),
+                        "error_code": 0,
+                        "results": results_json(&prediction),
+                        "cost_ms": (cost_ms * 1000.0).round() / 1000.0,
+                    }));
+                } else {
+                    print_table(path, &prediction, cost_ms);
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let code = e
+                    .downcast_ref::<CodedError>()
+                    .map(|c| c.0.code())
+                    .unwrap_or(1005);
+                if as_json {
+                    outputs.push(json!({
+                        "image": path.display().to_string(),
+                        "error_code": code,
+                        "message": format!("{e:#}"),
+                    }));
+                } else {
+                    eprintln!("{}: error {code}: {e:#}", path.display());
+                }
+            }
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&outputs)?);
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} of {} images failed", images.len());
+    }
+    Ok(())
+}
+
+/// Wraps a runtime error so its code survives `anyhow`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CodedError(outpost_runtime::Error);
+
+fn coded_keep(e: outpost_runtime::Error) -> anyhow::Error {
+    CodedError(e).into()
+}
+
+fn results_json(p: &Prediction) -> serde_json::Value {
+    match p {
+        Prediction::Classification(c) => json!(c),
+        Prediction::Detection(d) => json!(d),
+        Prediction::Raw(t) => json!(t
+            .iter()
+            .map(|t| json!({"name": t.name, "shape": t.shape}))
+            .collect::<Vec<_>>()),
+    }
+}
+
+fn print_table(path: &Path, p: &Prediction, cost_ms: f64) {
+    println!("{} ({cost_ms:.1} ms)", path.display());
+    match p {
+        Prediction::Classification(c) => {
+            println!("  {:>5}  {:<30} {:>10}", "index", "label", "confidence");
+            for r in c {
+                println!("  {:>5}  {:<30} {:>10.4}", r.index, r.label, r.confidence);
+            }
+        }
+        Prediction::Detection(d) => {
+            println!(
+                "  {:>5}  {:<16} {:>10}  {:>6} {:>6} {:>6} {:>6}",
+                "index", "label", "confidence", "x1", "y1", "x2", "y2"
+            );
+            for r in d {
+                println!(
+                    "  {:>5}  {:<16} {:>10.4}  {:>6.3} {:>6.3} {:>6.3} {:>6.3}",
+                    r.index, r.label, r.confidence, r.x1, r.y1, r.x2, r.y2
+                );
+            }
+            if d.is_empty() {
+                println!("  (no objects above the threshold)");
+            }
+        }
+        Prediction::Raw(t) => {
+            for o in t {
+                println!("  output {} shape {:?}", o.name, o.shape);
+            }
+        }
+    }
+}

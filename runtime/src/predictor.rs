@@ -1,0 +1,164 @@
+//! [`Predictor`]: a verified package, a backend and a decoder, ready to infer.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::backend::{self, cpu::CpuBackend, Backend};
+use crate::config::{BackendKind, Config, Settings};
+use crate::decoder::Decoder;
+use crate::error::{Error, Result};
+use crate::image::{ImageInput, RgbImage};
+use crate::package::manifest::{ArtifactFormat, Manifest, Precision};
+use crate::package::{Package, TrustedKeys};
+use crate::preprocess::{Prepared, Preprocessor};
+use crate::results::{OutputTensor, Prediction};
+
+/// A loaded model. `Send + Sync`: share one predictor (e.g. in an `Arc`) across
+/// threads; each `infer` call is independent.
+#[derive(Debug)]
+pub struct Predictor {
+    manifest: Manifest,
+    settings: Settings,
+    preprocessor: Preprocessor,
+    backend: Box<dyn Backend>,
+    decoder: Decoder,
+    key_id: String,
+}
+
+impl Predictor {
+    /// Opens, verifies and loads a package file or directory.
+    pub fn open(package: impl AsRef<Path>, config: &Config) -> Result<Predictor> {
+        let started = Instant::now();
+        let settings = config.resolve()?;
+        let trusted = TrustedKeys::load(&settings.trusted_keys)?;
+        let package = Package::open(package, &trusted)?;
+        let predictor = Predictor::from_package(&package, settings)?;
+        tracing::info!(
+            model = %predictor.manifest.model.name,
+            backend = predictor.backend.name(),
+            threads = predictor.settings.threads,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "package loaded"
+        );
+        Ok(predictor)
+    }
+
+    /// Loads an already verified package with resolved settings.
+    pub fn from_package(package: &Package, settings: Settings) -> Result<Predictor> {
+        let manifest = package.manifest().clone();
+        let kind = backend::select(settings.backend)?;
+        debug_assert_eq!(kind, BackendKind::Cpu);
+        let artifact = manifest
+            .artifacts
+            .iter()
+            .find(|a| {
+                a.format == ArtifactFormat::Onnx
+                    && a.target == "cpu"
+                    && a.precision == Precision::Fp32
+            })
+            .ok_or_else(|| Error::NoSuitableArtifact {
+                target: "cpu".into(),
+                precision: "fp32".into(),
+            })?;
+        let input = manifest.input();
+        let cpu = CpuBackend::load(
+            package.artifact(&artifact.file)?,
+            &input.name,
+            &input.shape,
+            settings.threads,
+        )?;
+        let threshold = settings
+            .threshold
+            .or(manifest.threshold)
+            .unwrap_or_else(|| manifest.decoder.default_threshold());
+        let decoder = Decoder::new(
+            manifest.decoder.clone(),
+            manifest.labels.clone(),
+            threshold,
+            settings.top_k,
+        );
+        decoder.check_outputs(cpu.output_shapes())?;
+        Ok(Predictor {
+            preprocessor: Preprocessor::new(input.preprocess.clone()),
+            backend: Box::new(cpu),
+            decoder,
+            key_id: package.key_id().to_string(),
+            manifest,
+            settings,
+        })
+    }
+
+    /// Runs the whole pipeline on one image.
+    pub fn infer(&self, image: ImageInput<'_>) -> Result<Prediction> {
+        let rgb = self.decode(image)?;
+        let prepared = self.preprocess(&rgb)?;
+        let transform = prepared.transform;
+        let outputs = self.run_model(prepared)?;
+        self.postprocess(outputs, &transform)
+    }
+
+    /// Runs several images; the first failure stops the batch.
+    pub fn infer_batch(&self, images: &[ImageInput<'_>]) -> Result<Vec<Prediction>> {
+        images.iter().map(|img| self.infer(*img)).collect()
+    }
+
+    /// Stage 1: decode or convert the input to RGB.
+    pub fn decode(&self, image: ImageInput<'_>) -> Result<RgbImage> {
+        image.to_rgb()
+    }
+
+    /// Stage 2: resize and normalise into the model's input tensor.
+    pub fn preprocess(&self, image: &RgbImage) -> Result<Prepared> {
+        self.preprocessor.run(image)
+    }
+
+    /// Stage 3: run the model.
+    pub fn run_model(&self, prepared: Prepared) -> Result<Vec<OutputTensor>> {
+        self.backend.run(&prepared.shape, prepared.data)
+    }
+
+    /// Stage 4: decode outputs into typed results.
+    pub fn postprocess(
+        &self,
+        outputs: Vec<OutputTensor>,
+        transform: &crate::preprocess::Transform,
+    ) -> Result<Prediction> {
+        self.decoder.decode(outputs, transform)
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The backend that runs the model.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The score threshold in force.
+    pub fn threshold(&self) -> f32 {
+        self.decoder.threshold()
+    }
+
+    /// Id of the key that signed the package.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictor_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Predictor>();
+    }
+}

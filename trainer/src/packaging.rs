@@ -1,0 +1,160 @@
+//! `package`: check a model against its preprocessing, labels and decoder, then
+//! write a signed `.opk`. The same inputs always give the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use outpost_runtime::backend::cpu::{declared_inputs, CpuBackend};
+use outpost_runtime::backend::Backend;
+use outpost_runtime::decoder::Decoder;
+use outpost_runtime::package::manifest::{
+    ArtifactFormat, DecoderSpec, InputSpec, Manifest, ModelInfo, Precision, Preprocess, Task,
+    FORMAT_VERSION,
+};
+use outpost_runtime::package::{describe_artifact, PackageWriter};
+use outpost_runtime::preprocess::Transform;
+use outpost_runtime::Error;
+
+use crate::{io_err, Result, TrainerError};
+
+/// Everything `outpost-trainer package` takes.
+#[derive(Debug, Clone)]
+pub struct PackageRequest {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// One class name per line; optional only for the `raw` task.
+    pub labels: Option<PathBuf>,
+    /// The task.
+    pub task: Task,
+    /// The `preprocess` object.
+    pub preprocess: Preprocess,
+    /// The `decoder` object; the task's default when `None`.
+    pub decoder: Option<DecoderSpec>,
+    /// Model name; the model file's stem when `None`.
+    pub name: Option<String>,
+    /// Model version.
+    pub version: String,
+    /// Recommended score threshold.
+    pub threshold: Option<f32>,
+}
+
+/// Reads a labels file: one name per line, trailing blank lines ignored.
+pub fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let mut labels: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
+    while labels.last().is_some_and(|l| l.trim().is_empty()) {
+        labels.pop();
+    }
+    if labels.is_empty() {
+        return Err(TrainerError::Invalid(format!(
+            "{}: no labels in the file",
+            path.display()
+        )));
+    }
+    Ok(labels)
+}
+
+/// Checks the model and builds the signed package bytes.
+pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> {
+    let onnx = std::fs::read(&req.model).map_err(io_err(&req.model))?;
+    let labels = match (&req.labels, req.task) {
+        (Some(path), _) => read_labels(path)?,
+        (None, Task::Raw) => Vec::new(),
+        (None, task) => {
+            return Err(TrainerError::Invalid(format!(
+                "--labels is required for task {}",
+                task.as_str()
+            )))
+        }
+    };
+    let decoder = req
+        .decoder
+        .clone()
+        .unwrap_or_else(|| DecoderSpec::default_for(req.task));
+    req.preprocess.validate()?;
+    let shape = req.preprocess.tensor_shape().to_vec();
+
+    // The model must declare one input whose fixed dimensions match the preprocessing.
+    let inputs = declared_inputs(&onnx)?;
+    let [input] = inputs.as_slice() else {
+        return Err(Error::ModelMismatch(format!(
+            "the model has {} inputs; exactly one image input is supported",
+            inputs.len()
+        ))
+        .into());
+    };
+    if input.shape.len() != shape.len()
+        || input
+            .shape
+            .iter()
+            .zip(&shape)
+            .any(|(d, s)| d.is_some_and(|d| d != *s))
+    {
+        return Err(Error::ModelMismatch(format!(
+            "the model's input {} has shape {}, the preprocessing gives {shape:?} ({:?} layout)",
+            input.name,
+            fmt_shape(&input.shape),
+            req.preprocess.layout
+        ))
+        .into());
+    }
+
+    // It must load, and its outputs must suit the decoder, declared and actual.
+    let backend = CpuBackend::load(&onnx, &input.name, &shape, 1)?;
+    let check = Decoder::new(decoder.clone(), labels.clone(), 0.5, None);
+    check.check_outputs(backend.output_shapes())?;
+    let outputs = backend.run(&shape, vec![0.0; shape.iter().product()])?;
+    let (w, h) = req.preprocess.resize.output_size();
+    let identity = Transform {
+        scale: [1.0, 1.0],
+        offset: [0.0, 0.0],
+        original: [w, h],
+    };
+    check.decode(outputs, &identity)?;
+
+    let name = req.name.clone().unwrap_or_else(|| {
+        req.model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let file = "model.onnx";
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        model: ModelInfo {
+            name,
+            version: req.version.clone(),
+        },
+        task: req.task,
+        inputs: vec![InputSpec {
+            name: input.name.clone(),
+            shape,
+            preprocess: req.preprocess.clone(),
+        }],
+        decoder,
+        threshold: req.threshold,
+        labels,
+        artifacts: vec![describe_artifact(
+            file,
+            ArtifactFormat::Onnx,
+            "cpu",
+            Precision::Fp32,
+            &onnx,
+        )],
+        license: None,
+    };
+    let mut writer = PackageWriter::new();
+    writer.add_file(file, onnx)?;
+    Ok(writer.finish(&manifest, key)?)
+}
+
+fn fmt_shape(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
