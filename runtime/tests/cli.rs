@@ -1,0 +1,177 @@
+//! The `outpost` binary: info, infer (JSON and table), bench, and error exits.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn outpost(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.args(args).env_remove("OUTPOST_THREADS").env_remove("OUTPOST_TRUSTED_KEYS");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("outpost runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn info_prints_the_manifest_summary() {
+    let pkg = cls_package();
+    let key = pkg.key_dir.to_str().unwrap();
+    let o = outpost(&["info", pkg.path.to_str().unwrap(), "--trusted-key", key], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    for needle in ["classification", "model.onnx", "[1, 3, 48, 192]", "verified", "labels      2"] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    // The key can also come from the environment.
+    let o = outpost(
+        &["info", pkg.path.to_str().unwrap(), "--json"],
+        &[("OUTPOST_TRUSTED_KEYS", key)],
+    );
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["labels"], serde_json::json!(["0", "180"]));
+}
+
+#[test]
+fn infer_prints_easyedge_json_for_classification_and_detection() {
+    let pkg = efficientnet_package();
+    let chelsea = shared().join("images/chelsea.jpg");
+    let o = outpost(
+        &[
+            "infer",
+            pkg.path.to_str().unwrap(),
+            chelsea.to_str().unwrap(),
+            "--json",
+            "--top-k",
+            "3",
+            "--trusted-key",
+            pkg.key_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["error_code"], 0);
+    let results = v[0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["index"], 282);
+    assert_eq!(results[0]["label"], "tiger cat");
+    assert!(results[0]["confidence"].as_f64().unwrap() > 0.3);
+    assert!(v[0]["cost_ms"].as_f64().unwrap() > 0.0);
+
+    let pkg = yolov8_package();
+    let astronaut = shared().join("images/astronaut.jpg");
+    let o = outpost(
+        &[
+            "infer",
+            pkg.path.to_str().unwrap(),
+            astronaut.to_str().unwrap(),
+            "--json",
+            "--trusted-key",
+            pkg.key_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let boxes = v[0]["results"].as_array().unwrap();
+    assert_eq!(boxes.len(), 1);
+    assert_eq!(boxes[0]["label"], "Normal");
+    for k in ["x1", "y1", "x2", "y2"] {
+        let c = boxes[0][k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{k} = {c}");
+    }
+    assert!((boxes[0]["x2"].as_f64().unwrap() - 0.7523).abs() < 0.01);
+}
+
+#[test]
+fn infer_reports_bad_images_with_codes_and_fails() {
+    let pkg = cls_package();
+    let bad = pkg.dir.path().join("bad.jpg");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let good = shared().join("images/text_lines.png");
+    let key = pkg.key_dir.to_str().unwrap();
+    let o = outpost(
+        &[
+            "infer",
+            pkg.path.to_str().unwrap(),
+            good.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "--json",
+            "--trusted-key",
+            key,
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["error_code"], 0);
+    assert_eq!(v[1]["error_code"], 1101);
+    // A table for people.
+    let o = outpost(
+        &["infer", pkg.path.to_str().unwrap(), good.to_str().unwrap(), "--trusted-key", key],
+        &[],
+    );
+    assert!(stdout(&o).contains("confidence"));
+    // A tampered package: the message carries the code.
+    let mut bytes = std::fs::read(&pkg.path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&pkg.path, bytes).unwrap();
+    let o = outpost(
+        &["infer", pkg.path.to_str().unwrap(), good.to_str().unwrap(), "--trusted-key", key],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("error 3006"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn bench_json_has_every_stage_and_honours_outpost_threads() {
+    let pkg = cls_package();
+    let image = shared().join("images/text_lines.png");
+    let o = outpost(
+        &[
+            "bench",
+            pkg.path.to_str().unwrap(),
+            image.to_str().unwrap(),
+            "--json",
+            "--runs",
+            "5",
+            "--trusted-key",
+            pkg.key_dir.to_str().unwrap(),
+        ],
+        &[("OUTPOST_THREADS", "2")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["threads"], 2);
+    assert!(v["load_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["first_ms"].as_f64().unwrap() > 0.0);
+    for stage in ["decode", "preprocess", "model", "postprocess"] {
+        let s = &v["stages"][stage];
+        let median = s["median_ms"].as_f64().unwrap();
+        let p90 = s["p90_ms"].as_f64().unwrap();
+        assert!(median >= 0.0 && p90 >= median, "{stage}: {s}");
+    }
+    assert!(v["stages"]["model"]["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    // Without an image it generates one; the table form is readable.
+    let o = outpost(
+        &["bench", pkg.path.to_str().unwrap(), "--runs", "2", "--trusted-key", pkg.key_dir.to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("preprocess"));
+}

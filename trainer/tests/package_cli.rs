@@ -1,0 +1,132 @@
+//! `outpost-trainer keygen` and `package`: deterministic output, checks that refuse
+//! broken packages, and a package the runtime then runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use outpost_runtime::{Config, ImageInput, Predictor};
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_outpost-trainer"))
+        .args(args)
+        .output()
+        .expect("outpost-trainer runs")
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let o = trainer(&["keygen", "--out", keys.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(
+            dir.path().join("cls.json"),
+            r#"{"color":"RGB","layout":"NCHW","resize":{"mode":"stretch","width":192,"height":48},"mean":[127.5,127.5,127.5],"std":[127.5,127.5,127.5]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("cls.txt"), "0\n180\n").unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn package(&self, model: &Path, labels: &str, task: &str, pre: &str, out: &str) -> Output {
+        trainer(&[
+            "package",
+            "--model",
+            model.to_str().unwrap(),
+            "--labels",
+            &self.path(labels),
+            "--task",
+            task,
+            "--preprocess",
+            &self.path(pre),
+            "--key",
+            &self.path("keys"),
+            "--out",
+            &self.path(out),
+        ])
+    }
+}
+
+fn cls_model() -> PathBuf {
+    shared().join("models/ppocr_v4/cls.onnx")
+}
+
+#[test]
+fn same_inputs_give_byte_identical_packages_that_run() {
+    let f = Fixture::new();
+    for out in ["a.opk", "b.opk"] {
+        let o = f.package(&cls_model(), "cls.txt", "classification", "cls.json", out);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let a = std::fs::read(f.path("a.opk")).unwrap();
+    assert_eq!(a, std::fs::read(f.path("b.opk")).unwrap());
+    let config = Config {
+        trusted_keys: Some(vec![f.path("keys").into()]),
+        threads: Some(1),
+        ..Config::default()
+    };
+    let p = Predictor::open(f.path("a.opk"), &config).unwrap();
+    assert_eq!(p.manifest().model.name, "cls");
+    let img = std::fs::read(shared().join("images/text_upside_down.png")).unwrap();
+    let got = p.infer(ImageInput::Encoded(&img)).unwrap();
+    let got = got.classifications().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].label, "180", "{got:?}");
+    let img = std::fs::read(shared().join("images/text_lines.png")).unwrap();
+    let got = p.infer(ImageInput::Encoded(&img)).unwrap();
+    assert_eq!(got.classifications().unwrap()[0].label, "0");
+}
+
+#[test]
+fn mismatches_are_clear_errors_and_write_nothing() {
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("three.txt"), "a\nb\nc\n").unwrap();
+    std::fs::write(f.dir.path().join("empty.txt"), "\n").unwrap();
+    std::fs::write(
+        f.dir.path().join("eff.json"),
+        r#"{"resize":{"mode":"stretch","width":200,"height":200},"mean":[0,0,0],"std":[1,1,1]}"#,
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("not.onnx"), b"this is not a model").unwrap();
+    std::fs::write(f.dir.path().join("bad.json"), r#"{"resize":{"mode":"zoom"}}"#).unwrap();
+    let eff = shared().join("models/efficientnet_lite0/model.onnx");
+    let cases: Vec<(PathBuf, &str, &str, &str, &str)> = vec![
+        (cls_model(), "three.txt", "classification", "cls.json", "3 classes"),
+        (cls_model(), "cls.txt", "detection", "cls.json", "YOLOv8"),
+        (cls_model(), "empty.txt", "classification", "cls.json", "no labels"),
+        (eff, "cls.txt", "classification", "eff.json", "[1, 3, 224, 224]"),
+        (f.dir.path().join("not.onnx"), "cls.txt", "classification", "cls.json", "3011"),
+        (cls_model(), "cls.txt", "classification", "bad.json", "preprocess"),
+    ];
+    for (model, labels, task, pre, needle) in cases {
+        let o = f.package(&model, labels, task, pre, "out.opk");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{needle}: should fail");
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+        assert!(!f.dir.path().join("out.opk").exists());
+    }
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_a_key() {
+    let f = Fixture::new();
+    let before = std::fs::read(f.dir.path().join("keys/private.key")).unwrap();
+    let o = trainer(&["keygen", "--out", &f.path("keys")]);
+    assert!(!o.status.success());
+    assert_eq!(
+        before,
+        std::fs::read(f.dir.path().join("keys/private.key")).unwrap()
+    );
+}
