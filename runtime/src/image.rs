@@ -154,7 +154,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
             return Ok(Err(e));
         }
         let mut started = header.rgb()?;
-        let data = started.read_scanlines_flat()?;
+        let data: Vec<u8> = started.read_scanlines()?;
         started.finish()?;
         Ok(Ok(RgbImage {
             width,

@@ -8,7 +8,9 @@ use common::*;
 
 fn outpost(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
-    cmd.args(args).env_remove("OUTPOST_THREADS").env_remove("OUTPOST_TRUSTED_KEYS");
+    cmd.args(args)
+        .env_remove("OUTPOST_THREADS")
+        .env_remove("OUTPOST_TRUSTED_KEYS");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -23,10 +25,19 @@ fn stdout(o: &Output) -> String {
 fn info_prints_the_manifest_summary() {
     let pkg = cls_package();
     let key = pkg.key_dir.to_str().unwrap();
-    let o = outpost(&["info", pkg.path.to_str().unwrap(), "--trusted-key", key], &[]);
+    let o = outpost(
+        &["info", pkg.path.to_str().unwrap(), "--trusted-key", key],
+        &[],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = stdout(&o);
-    for needle in ["classification", "model.onnx", "[1, 3, 48, 192]", "verified", "labels      2"] {
+    for needle in [
+        "classification",
+        "model.onnx",
+        "[1, 3, 48, 192]",
+        "verified",
+        "labels      2",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
     // The key can also come from the environment.
@@ -116,7 +127,13 @@ fn infer_reports_bad_images_with_codes_and_fails() {
     assert_eq!(v[1]["error_code"], 1101);
     // A table for people.
     let o = outpost(
-        &["infer", pkg.path.to_str().unwrap(), good.to_str().unwrap(), "--trusted-key", key],
+        &[
+            "infer",
+            pkg.path.to_str().unwrap(),
+            good.to_str().unwrap(),
+            "--trusted-key",
+            key,
+        ],
         &[],
     );
     assert!(stdout(&o).contains("confidence"));
@@ -126,7 +143,13 @@ fn infer_reports_bad_images_with_codes_and_fails() {
     bytes[at] ^= 1;
     std::fs::write(&pkg.path, bytes).unwrap();
     let o = outpost(
-        &["infer", pkg.path.to_str().unwrap(), good.to_str().unwrap(), "--trusted-key", key],
+        &[
+            "infer",
+            pkg.path.to_str().unwrap(),
+            good.to_str().unwrap(),
+            "--trusted-key",
+            key,
+        ],
         &[],
     );
     assert!(!o.status.success());
@@ -169,7 +192,14 @@ fn bench_json_has_every_stage_and_honours_outpost_threads() {
     assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
     // Without an image it generates one; the table form is readable.
     let o = outpost(
-        &["bench", pkg.path.to_str().unwrap(), "--runs", "2", "--trusted-key", pkg.key_dir.to_str().unwrap()],
+        &[
+            "bench",
+            pkg.path.to_str().unwrap(),
+            "--runs",
+            "2",
+            "--trusted-key",
+            pkg.key_dir.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(o.status.success());

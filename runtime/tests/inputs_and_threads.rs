@@ -50,7 +50,11 @@ fn raw_buffers_with_stride_match_encoded_input() {
             stride,
             format,
         };
-        assert_eq!(p.infer(ImageInput::Raw(raw)).unwrap(), expected, "{format:?}");
+        assert_eq!(
+            p.infer(ImageInput::Raw(raw)).unwrap(),
+            expected,
+            "{format:?}"
+        );
     }
 }
 

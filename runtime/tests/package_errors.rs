@@ -57,7 +57,7 @@ fn a_good_package_opens_from_file_bytes_and_directory() {
     let bytes = std::fs::read(&pkg.path).unwrap();
     tar::Archive::new(&bytes[..]).unpack(&dir).unwrap();
     Predictor::open(&dir, &pkg.config()).unwrap();
-    let trusted = TrustedKeys::load(&[pkg.key_dir.clone()]).unwrap();
+    let trusted = TrustedKeys::load(std::slice::from_ref(&pkg.key_dir)).unwrap();
     Package::from_bytes(bytes, &trusted).unwrap();
 }
 
@@ -181,7 +181,11 @@ fn unlisted_missing_and_garbage_entries_are_refused() {
     let sig = SignatureFile::sign(&signing_key(), &bad).to_json();
     std::fs::write(
         &pkg.path,
-        raw_archive(&[(MANIFEST_FILE, &bad), (SIGNATURE_FILE, &sig), ("model.onnx", &onnx)]),
+        raw_archive(&[
+            (MANIFEST_FILE, &bad),
+            (SIGNATURE_FILE, &sig),
+            ("model.onnx", &onnx),
+        ]),
     )
     .unwrap();
     assert_eq!(open_code(&pkg), 3008);
@@ -197,7 +201,10 @@ fn missing_package_and_missing_trust_are_config_errors() {
         trusted_keys: Some(vec![]),
         ..Config::default()
     };
-    assert_eq!(Predictor::open(&pkg.path, &no_keys).unwrap_err().code(), 1003);
+    assert_eq!(
+        Predictor::open(&pkg.path, &no_keys).unwrap_err().code(),
+        1003
+    );
     let missing_key = Config {
         trusted_keys: Some(vec![pkg.dir.path().join("absent.key")]),
         ..Config::default()
@@ -223,11 +230,15 @@ fn corrupt_truncated_and_empty_images_are_errors() {
         ("text", b"hello".to_vec(), 1101),
         ("jpeg header only", jpeg[..200].to_vec(), 1101),
         ("png cut short", png[..png.len() / 3].to_vec(), 1101),
-        ("jpeg with garbage body", {
-            let mut v = jpeg[..2].to_vec();
-            v.extend_from_slice(&[0xFF; 300]);
-            v
-        }, 1101),
+        (
+            "jpeg with garbage body",
+            {
+                let mut v = jpeg[..2].to_vec();
+                v.extend_from_slice(&[0xFF; 300]);
+                v
+            },
+            1101,
+        ),
     ];
     for (name, bytes, code) in cases {
         let err = p.infer(ImageInput::Encoded(&bytes)).expect_err(name);

@@ -100,15 +100,49 @@ fn mismatches_are_clear_errors_and_write_nothing() {
     )
     .unwrap();
     std::fs::write(f.dir.path().join("not.onnx"), b"this is not a model").unwrap();
-    std::fs::write(f.dir.path().join("bad.json"), r#"{"resize":{"mode":"zoom"}}"#).unwrap();
+    std::fs::write(
+        f.dir.path().join("bad.json"),
+        r#"{"resize":{"mode":"zoom"}}"#,
+    )
+    .unwrap();
     let eff = shared().join("models/efficientnet_lite0/model.onnx");
     let cases: Vec<(PathBuf, &str, &str, &str, &str)> = vec![
-        (cls_model(), "three.txt", "classification", "cls.json", "3 classes"),
+        (
+            cls_model(),
+            "three.txt",
+            "classification",
+            "cls.json",
+            "3 classes",
+        ),
         (cls_model(), "cls.txt", "detection", "cls.json", "YOLOv8"),
-        (cls_model(), "empty.txt", "classification", "cls.json", "no labels"),
-        (eff, "cls.txt", "classification", "eff.json", "[1, 3, 224, 224]"),
-        (f.dir.path().join("not.onnx"), "cls.txt", "classification", "cls.json", "3011"),
-        (cls_model(), "cls.txt", "classification", "bad.json", "preprocess"),
+        (
+            cls_model(),
+            "empty.txt",
+            "classification",
+            "cls.json",
+            "no labels",
+        ),
+        (
+            eff,
+            "cls.txt",
+            "classification",
+            "eff.json",
+            "[1, 3, 224, 224]",
+        ),
+        (
+            f.dir.path().join("not.onnx"),
+            "cls.txt",
+            "classification",
+            "cls.json",
+            "3011",
+        ),
+        (
+            cls_model(),
+            "cls.txt",
+            "classification",
+            "bad.json",
+            "preprocess",
+        ),
     ];
     for (model, labels, task, pre, needle) in cases {
         let o = f.package(&model, labels, task, pre, "out.opk");

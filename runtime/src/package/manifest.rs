@@ -292,7 +292,7 @@ impl DecoderSpec {
 
     fn validate(&self) -> Result<()> {
         match *self {
-            DecoderSpec::Classification { top_k, .. } if top_k == 0 => {
+            DecoderSpec::Classification { top_k: 0, .. } => {
                 Err(invalid("decoder.top_k must be at least 1".into()))
             }
             DecoderSpec::Yolov8 {
