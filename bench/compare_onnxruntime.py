@@ -106,7 +106,7 @@ MODELS: dict[str, dict] = {
         "model": "models/ppocr_v4/cls.onnx",
         "labels_lines": ["0", "180"],
         "task": "classification",
-        "decoder": {"kind": "classification", "softmax": True, "top_k": 2},
+        "decoder": {"kind": "classification", "softmax": False, "top_k": 2},
         "preprocess": {
             "color": "RGB",
             "layout": "NCHW",

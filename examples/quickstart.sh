@@ -22,6 +22,7 @@ echo "==> packaging examples/models/ppocr_cls into $out/ppocr_cls.opk"
   --labels examples/models/ppocr_cls/labels.txt \
   --task classification \
   --preprocess examples/models/ppocr_cls/preprocess.json \
+  --decoder examples/models/ppocr_cls/decoder.json \
   --name ppocr_cls \
   --key "$out/keys" \
   --out "$out/ppocr_cls.opk"

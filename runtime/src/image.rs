@@ -109,7 +109,7 @@ fn decode(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(bytes);
     }
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+    let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::ImageDecode(e.to_string()))?;
     if reader.format().is_none() {
@@ -117,10 +117,8 @@ fn decode(bytes: &[u8]) -> Result<RgbImage> {
             "unknown format (expected JPEG, PNG or BMP)".into(),
         ));
     }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    reader.limits(limits);
+    // Read the header alone first, so an oversized image is refused before any
+    // pixel memory is allocated.
     let (width, height) = reader
         .into_dimensions()
         .map_err(|e| Error::ImageDecode(e.to_string()))?;
@@ -307,5 +305,14 @@ mod tests {
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         png.extend_from_slice(&[0xff; 64]);
         assert_eq!(ImageInput::Encoded(&png).to_rgb().unwrap_err().code(), 1101);
+    }
+
+    #[test]
+    fn oversized_encoded_images_are_refused_by_size() {
+        let tall = image::GrayImage::new(1, MAX_IMAGE_SIDE + 1);
+        let mut png = Cursor::new(Vec::new());
+        tall.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let err = ImageInput::Encoded(png.get_ref()).to_rgb().unwrap_err();
+        assert_eq!(err.code(), 1104, "{err}");
     }
 }

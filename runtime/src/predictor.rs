@@ -69,8 +69,9 @@ impl Predictor {
         )?;
         let threshold = settings
             .threshold
+            .map(f64::from)
             .or(manifest.threshold)
-            .unwrap_or_else(|| manifest.decoder.default_threshold());
+            .unwrap_or_else(|| manifest.decoder.default_threshold()) as f32;
         let decoder = Decoder::new(
             manifest.decoder.clone(),
             manifest.labels.clone(),

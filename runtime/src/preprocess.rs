@@ -51,11 +51,11 @@ pub struct Normalizer {
 
 impl Normalizer {
     /// Precomputes `(v - mean) / std` for every 8-bit value and channel.
-    pub fn new(mean: [f32; 3], std: [f32; 3]) -> Normalizer {
+    pub fn new(mean: [f64; 3], std: [f64; 3]) -> Normalizer {
         let mut lut = [[0.0; 256]; 3];
         for c in 0..3 {
             for (v, slot) in lut[c].iter_mut().enumerate() {
-                *slot = (v as f32 - mean[c]) / std[c];
+                *slot = ((v as f64 - mean[c]) / std[c]) as f32;
             }
         }
         Normalizer { lut }

@@ -56,7 +56,7 @@ enum Command {
         /// Output package path.
         #[arg(long)]
         out: PathBuf,
-        /// Model name (default: the model file name).
+        /// Model name (default: the model file name, or its folder's for model.onnx).
         #[arg(long)]
         name: Option<String>,
         /// Model version.
@@ -64,7 +64,7 @@ enum Command {
         model_version: String,
         /// Recommended score threshold (default: the decoder's).
         #[arg(long)]
-        threshold: Option<f32>,
+        threshold: Option<f64>,
     },
 }
 

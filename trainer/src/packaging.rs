@@ -35,7 +35,7 @@ pub struct PackageRequest {
     /// Model version.
     pub version: String,
     /// Recommended score threshold.
-    pub threshold: Option<f32>,
+    pub threshold: Option<f64>,
 }
 
 /// Reads a labels file: one name per line, trailing blank lines ignored.
@@ -115,12 +115,7 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
     };
     check.decode(outputs, &identity)?;
 
-    let name = req.name.clone().unwrap_or_else(|| {
-        req.model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
-    });
+    let name = req.name.clone().unwrap_or_else(|| default_name(&req.model));
     let file = "model.onnx";
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -149,6 +144,19 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
     let mut writer = PackageWriter::new();
     writer.add_file(file, onnx)?;
     Ok(writer.finish(&manifest, key)?)
+}
+
+/// The model file's stem, or its folder's name when the file is just `model.onnx`.
+fn default_name(model: &Path) -> String {
+    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned());
+    match stem.as_deref() {
+        Some("model") | None => model
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+        Some(s) => s.to_string(),
+    }
 }
 
 fn fmt_shape(shape: &[Option<usize>]) -> String {

@@ -111,7 +111,7 @@ impl Decoder {
                     detection::yolov8_candidates(out, self.labels.len(), self.threshold)?;
                 detection::to_unit(&mut cands, t);
                 let max = self.top_k.unwrap_or(max_detections);
-                let kept = detection::nms(cands, nms_iou, class_aware, max);
+                let kept = detection::nms(cands, nms_iou as f32, class_aware, max);
                 Ok(Prediction::Detection(detection::label(kept, &self.labels)))
             }
             DecoderSpec::Raw => Ok(Prediction::Raw(outputs)),

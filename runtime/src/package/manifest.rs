@@ -30,7 +30,7 @@ pub struct Manifest {
     pub decoder: DecoderSpec,
     /// Recommended score threshold; when absent the decoder's default applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f32>,
+    pub threshold: Option<f64>,
     /// Class names, in output index order.
     pub labels: Vec<String>,
     /// The files the package carries, each covered by its SHA-256.
@@ -95,9 +95,9 @@ pub struct Preprocess {
     /// How the image is brought to the input size.
     pub resize: Resize,
     /// Per-channel mean, in the model's channel order, on 0..255 values.
-    pub mean: [f32; 3],
+    pub mean: [f64; 3],
     /// Per-channel standard deviation, in the model's channel order.
-    pub std: [f32; 3],
+    pub std: [f64; 3],
 }
 
 /// Channel order.
@@ -222,10 +222,10 @@ pub enum DecoderSpec {
     Yolov8 {
         /// Keep candidates whose best class score exceeds this.
         #[serde(default = "default_score_threshold")]
-        score_threshold: f32,
+        score_threshold: f64,
         /// IoU above which the lower-scored box is suppressed.
         #[serde(default = "default_nms_iou")]
-        nms_iou: f32,
+        nms_iou: f64,
         /// Suppress only boxes of the same class.
         #[serde(default = "default_true")]
         class_aware: bool,
@@ -243,10 +243,10 @@ fn default_true() -> bool {
 fn default_top_k() -> usize {
     5
 }
-fn default_score_threshold() -> f32 {
+fn default_score_threshold() -> f64 {
     0.25
 }
-fn default_nms_iou() -> f32 {
+fn default_nms_iou() -> f64 {
     0.45
 }
 fn default_max_detections() -> usize {
@@ -281,7 +281,7 @@ impl DecoderSpec {
     }
 
     /// The score threshold used when neither the caller nor the manifest sets one.
-    pub fn default_threshold(&self) -> f32 {
+    pub fn default_threshold(&self) -> f64 {
         match self {
             DecoderSpec::Yolov8 {
                 score_threshold, ..
@@ -485,7 +485,12 @@ impl Manifest {
             if !seen.insert(a.file.as_str()) {
                 return Err(invalid(format!("artifact {} listed twice", a.file)));
             }
-            if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if a.sha256.len() != 64
+                || !a
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return Err(invalid(format!(
                     "artifact {} has a malformed sha256",
                     a.file
@@ -567,6 +572,11 @@ mod tests {
     fn canonical_json_round_trips_and_is_stable() {
         let m = sample();
         let bytes = m.to_canonical_json();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        // Decimal values stay as written (no f32 widening noise).
+        let d = serde_json::to_string(&DecoderSpec::default_for(Task::Detection)).unwrap();
+        assert!(d.contains("\"nms_iou\":0.45"), "{d}");
+        assert!(text.contains("\"format_version\": 1"), "{text}");
         assert_eq!(Manifest::parse(&bytes).unwrap(), m);
         assert_eq!(bytes, Manifest::parse(&bytes).unwrap().to_canonical_json());
         assert!(bytes.ends_with(b"}\n"));
@@ -657,6 +667,9 @@ mod tests {
                 v["artifacts"][0]["file"] = "signature".into()
             }),
             ("bad sha", |v| v["artifacts"][0]["sha256"] = "xyz".into()),
+            ("uppercase sha", |v| {
+                v["artifacts"][0]["sha256"] = "A".repeat(64).into()
+            }),
             ("negative size", |v| v["artifacts"][0]["size"] = (-1).into()),
             ("precision unknown", |v| {
                 v["artifacts"][0]["precision"] = "int4".into()

@@ -2,9 +2,10 @@
 //!
 //! A package is an uncompressed ustar archive, or the same files unpacked in a
 //! directory: `manifest.json`, `signature`, then the artifacts in name order.
-//! Opening verifies, in order: structure, presence of a signature, the signer is
-//! trusted, the signature over the exact `manifest.json` bytes, the format
-//! version, the schema, and the size and SHA-256 of every artifact. Anything else
+//! Opening verifies, in order: archive structure, presence of `manifest.json` and
+//! of a signature, the signer is trusted, the signature over the exact
+//! `manifest.json` bytes, the format version, the schema, and the size and
+//! SHA-256 of every artifact. Anything else
 //! in the package is refused: it would be content no signature covers.
 
 pub mod manifest;

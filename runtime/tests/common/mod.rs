@@ -166,13 +166,19 @@ pub fn cls_onnx() -> Vec<u8> {
 }
 
 pub fn cls_manifest(onnx: &[u8]) -> Manifest {
-    manifest_for(
+    let mut m = manifest_for(
         onnx,
         "x",
         Task::Classification,
         cls_preprocess(),
         vec!["0".into(), "180".into()],
-    )
+    );
+    // The model ends in a softmax already.
+    m.decoder = DecoderSpec::Classification {
+        softmax: false,
+        top_k: 2,
+    };
+    m
 }
 
 pub fn cls_package() -> TestPackage {
