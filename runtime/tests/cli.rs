@@ -50,25 +50,27 @@ fn info_prints_the_manifest_summary() {
     assert_eq!(v["labels"], serde_json::json!(["0", "180"]));
 }
 
+/// `outpost infer --json` on one shared photo; must succeed.
+fn infer_json(pkg: &TestPackage, photo: &str, extra: &[&str]) -> serde_json::Value {
+    let image = shared().join("images").join(photo);
+    let mut args = vec![
+        "infer",
+        pkg.path.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--json",
+        "--trusted-key",
+        pkg.key_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = outpost(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn infer_prints_easyedge_json_for_classification_and_detection() {
     let pkg = efficientnet_package();
-    let chelsea = shared().join("images/chelsea.jpg");
-    let o = outpost(
-        &[
-            "infer",
-            pkg.path.to_str().unwrap(),
-            chelsea.to_str().unwrap(),
-            "--json",
-            "--top-k",
-            "3",
-            "--trusted-key",
-            pkg.key_dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = infer_json(&pkg, "chelsea.jpg", &["--top-k", "3"]);
     assert_eq!(v[0]["error_code"], 0);
     let results = v[0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -78,20 +80,7 @@ fn infer_prints_easyedge_json_for_classification_and_detection() {
     assert!(v[0]["cost_ms"].as_f64().unwrap() > 0.0);
 
     let pkg = yolov8_package();
-    let astronaut = shared().join("images/astronaut.jpg");
-    let o = outpost(
-        &[
-            "infer",
-            pkg.path.to_str().unwrap(),
-            astronaut.to_str().unwrap(),
-            "--json",
-            "--trusted-key",
-            pkg.key_dir.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = infer_json(&pkg, "astronaut.jpg", &[]);
     let boxes = v[0]["results"].as_array().unwrap();
     assert_eq!(boxes.len(), 1);
     assert_eq!(boxes[0]["label"], "Normal");

@@ -2,9 +2,9 @@
 //!
 //! A head turns raw outputs into [`Candidate`]s in model-input pixels; then every
 //! head shares the same tail: map to 0..1 of the original image ([`Transform`]),
-//! non-maximum suppression, and labelling. YOLOv8 is the first head; YOLOv5
-//! (objectness × class score, `[1, N, 5 + C]`) and SSD-style heads (boxes and
-//! scores as two outputs) slot in as further `*_candidates` functions.
+//! non-maximum suppression, and labelling. Heads so far: YOLOv8 (`[1, 4 + C, N]`)
+//! and YOLOv5 (`[1, N, 5 + C]`, objectness × class score). An SSD-style head
+//! (boxes and scores as two outputs) slots in as one more `*_candidates` function.
 
 use crate::error::{Error, Result};
 use crate::preprocess::Transform;
@@ -67,6 +67,55 @@ pub fn yolov8_candidates(
             cands.push(Candidate {
                 class,
                 score: best,
+                rect: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+            });
+        }
+    }
+    Ok(cands)
+}
+
+/// Candidates of a YOLOv5-style head: `[1, N, 5 + C]` rows of centre x, centre y,
+/// width, height, objectness, then one score per class; the score of a box is
+/// objectness × its best class score, kept when above `threshold`.
+pub fn yolov5_candidates(
+    out: &OutputTensor,
+    num_classes: usize,
+    threshold: f32,
+) -> Result<Vec<Candidate>> {
+    let cols = 5 + num_classes;
+    let n = match out.shape.as_slice() {
+        [1, n, c] if *c == cols => *n,
+        other => {
+            return Err(Error::ModelMismatch(format!(
+                "YOLOv5 output should be [1, N, {cols}] for {num_classes} labels, got {other:?}"
+            )))
+        }
+    };
+    if out.data.len() != cols * n {
+        return Err(Error::Inference(
+            "output size disagrees with its shape".into(),
+        ));
+    }
+    let mut cands = Vec::new();
+    for row in out.data.chunks_exact(cols) {
+        let objectness = row[4];
+        if objectness <= threshold {
+            continue;
+        }
+        let (class, best) =
+            row[5..]
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |acc, (c, &s)| if s > acc.1 { (c, s) } else { acc },
+                );
+        let score = objectness * best;
+        if score > threshold {
+            let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);
+            cands.push(Candidate {
+                class,
+                score,
                 rect: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
             });
         }
@@ -179,6 +228,25 @@ mod tests {
         assert_eq!(yolov8_candidates(&t, 2, 0.25).unwrap(), c);
         // Wrong class count is a mismatch, not a panic.
         assert_eq!(yolov8_candidates(&out, 3, 0.25).unwrap_err().code(), 3012);
+    }
+
+    #[test]
+    fn yolov5_multiplies_objectness_and_class_score() {
+        let out = OutputTensor {
+            name: "output".into(),
+            shape: vec![1, 3, 7],
+            data: vec![
+                50.0, 50.0, 20.0, 10.0, 0.9, 0.2, 0.8, // 0.72, class 1
+                10.0, 10.0, 4.0, 4.0, 0.2, 1.0, 0.0, // objectness too low
+                10.0, 10.0, 4.0, 4.0, 0.5, 0.4, 0.3, // 0.2 < 0.25
+            ],
+        };
+        let c = yolov5_candidates(&out, 2, 0.25).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].class, 1);
+        assert!((c[0].score - 0.72).abs() < 1e-6);
+        assert_eq!(c[0].rect, [40.0, 45.0, 60.0, 55.0]);
+        assert_eq!(yolov5_candidates(&out, 3, 0.25).unwrap_err().code(), 3012);
     }
 
     #[test]

@@ -58,6 +58,17 @@ impl Decoder {
                     }
                 }
             }
+            DecoderSpec::Yolov5 { .. } => {
+                let cols = 5 + classes;
+                let ok = first.len() == 3
+                    && first[0].is_none_or(|d| d == 1)
+                    && first[2].is_none_or(|d| d == cols);
+                if !ok {
+                    return Err(Error::ModelMismatch(format!(
+                        "YOLOv5 output should be [1, N, {cols}] for {classes} labels, got {first:?}"
+                    )));
+                }
+            }
             DecoderSpec::Yolov8 { .. } => {
                 let rows = 4 + classes;
                 let ok = first.len() == 3
@@ -103,12 +114,22 @@ impl Decoder {
                 class_aware,
                 max_detections,
                 ..
+            }
+            | DecoderSpec::Yolov5 {
+                nms_iou,
+                class_aware,
+                max_detections,
+                ..
             } => {
                 let out = outputs
                     .first()
                     .ok_or_else(|| Error::Inference("model returned no output".into()))?;
-                let mut cands =
-                    detection::yolov8_candidates(out, self.labels.len(), self.threshold)?;
+                let head = if matches!(self.spec, DecoderSpec::Yolov5 { .. }) {
+                    detection::yolov5_candidates
+                } else {
+                    detection::yolov8_candidates
+                };
+                let mut cands = head(out, self.labels.len(), self.threshold)?;
                 detection::to_unit(&mut cands, t);
                 let max = self.top_k.unwrap_or(max_detections);
                 let kept = detection::nms(cands, nms_iou as f32, class_aware, max);

@@ -233,6 +233,21 @@ pub enum DecoderSpec {
         #[serde(default = "default_max_detections")]
         max_detections: usize,
     },
+    /// YOLOv5 head: `[1, candidates, 5 + classes]`, objectness × class score.
+    Yolov5 {
+        /// Keep boxes whose objectness × class score exceeds this.
+        #[serde(default = "default_score_threshold")]
+        score_threshold: f64,
+        /// IoU above which the lower-scored box is suppressed.
+        #[serde(default = "default_nms_iou")]
+        nms_iou: f64,
+        /// Suppress only boxes of the same class.
+        #[serde(default = "default_true")]
+        class_aware: bool,
+        /// Most boxes returned after NMS.
+        #[serde(default = "default_max_detections")]
+        max_detections: usize,
+    },
     /// Return the raw output tensors.
     Raw,
 }
@@ -275,7 +290,7 @@ impl DecoderSpec {
     pub fn task(&self) -> Task {
         match self {
             DecoderSpec::Classification { .. } => Task::Classification,
-            DecoderSpec::Yolov8 { .. } => Task::Detection,
+            DecoderSpec::Yolov8 { .. } | DecoderSpec::Yolov5 { .. } => Task::Detection,
             DecoderSpec::Raw => Task::Raw,
         }
     }
@@ -284,6 +299,9 @@ impl DecoderSpec {
     pub fn default_threshold(&self) -> f64 {
         match self {
             DecoderSpec::Yolov8 {
+                score_threshold, ..
+            }
+            | DecoderSpec::Yolov5 {
                 score_threshold, ..
             } => *score_threshold,
             _ => 0.0,
@@ -296,6 +314,12 @@ impl DecoderSpec {
                 Err(invalid("decoder.top_k must be at least 1".into()))
             }
             DecoderSpec::Yolov8 {
+                score_threshold,
+                nms_iou,
+                max_detections,
+                ..
+            }
+            | DecoderSpec::Yolov5 {
                 score_threshold,
                 nms_iou,
                 max_detections,
