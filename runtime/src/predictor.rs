@@ -46,27 +46,22 @@ impl Predictor {
     /// Loads an already verified package with resolved settings.
     pub fn from_package(package: &Package, settings: Settings) -> Result<Predictor> {
         let manifest = package.manifest().clone();
+        let artifact = cpu_artifact(&manifest)?;
+        let model = package.artifact(&artifact)?;
+        let mut predictor = Predictor::from_parts(manifest, model, settings)?;
+        predictor.key_id = package.key_id().to_string();
+        Ok(predictor)
+    }
+
+    /// Builds a predictor from a manifest and model bytes that were **not** verified.
+    /// For workstation tools (the trainer evaluates models before packaging them);
+    /// a device loads packages through [`Predictor::open`].
+    pub fn from_parts(manifest: Manifest, model: &[u8], settings: Settings) -> Result<Predictor> {
+        manifest.validate()?;
         let kind = backend::select(settings.backend)?;
         debug_assert_eq!(kind, BackendKind::Cpu);
-        let artifact = manifest
-            .artifacts
-            .iter()
-            .find(|a| {
-                a.format == ArtifactFormat::Onnx
-                    && a.target == "cpu"
-                    && a.precision == Precision::Fp32
-            })
-            .ok_or_else(|| Error::NoSuitableArtifact {
-                target: "cpu".into(),
-                precision: "fp32".into(),
-            })?;
         let input = manifest.input();
-        let cpu = CpuBackend::load(
-            package.artifact(&artifact.file)?,
-            &input.name,
-            &input.shape,
-            settings.threads,
-        )?;
+        let cpu = CpuBackend::load(model, &input.name, &input.shape, settings.threads)?;
         let threshold = settings
             .threshold
             .map(f64::from)
@@ -83,7 +78,7 @@ impl Predictor {
             preprocessor: Preprocessor::new(input.preprocess.clone()),
             backend: Box::new(cpu),
             decoder,
-            key_id: package.key_id().to_string(),
+            key_id: String::new(),
             manifest,
             settings,
         })
@@ -147,10 +142,25 @@ impl Predictor {
         self.decoder.threshold()
     }
 
-    /// Id of the key that signed the package.
+    /// Id of the key that signed the package (empty for [`Predictor::from_parts`]).
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
+}
+
+/// The artifact the CPU backend runs: ONNX, target `cpu`, FP32.
+fn cpu_artifact(manifest: &Manifest) -> Result<String> {
+    manifest
+        .artifacts
+        .iter()
+        .find(|a| {
+            a.format == ArtifactFormat::Onnx && a.target == "cpu" && a.precision == Precision::Fp32
+        })
+        .map(|a| a.file.clone())
+        .ok_or_else(|| Error::NoSuitableArtifact {
+            target: "cpu".into(),
+            precision: "fp32".into(),
+        })
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //! This first part covers key generation and packaging with model checks; the
 //! package format itself lives in `outpost_runtime::package`, shared with the device.
 
+pub mod dataset;
+pub mod evaluate;
+pub mod inspect;
 pub mod keys;
 pub mod packaging;
 

@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use outpost_runtime::package::manifest::{DecoderSpec, Preprocess, Task};
+use outpost_runtime::{Config, Predictor};
+use outpost_trainer::dataset::load_classification;
+use outpost_trainer::evaluate::{evaluate_classification, render_text};
+use outpost_trainer::packaging::checked_manifest;
 use outpost_trainer::{build_package, keys, PackageRequest};
 
 #[derive(Parser)]
@@ -65,6 +69,33 @@ enum Command {
         /// Recommended score threshold (default: the decoder's).
         #[arg(long)]
         threshold: Option<f64>,
+    },
+    /// Measure top-1 / top-5 accuracy of a classification model on a labelled image set.
+    Evaluate {
+        /// An ONNX model, or a signed .opk package (then --preprocess and --labels come from it).
+        #[arg(long)]
+        model: PathBuf,
+        /// JSON file holding the `preprocess` object (ONNX models only).
+        #[arg(long)]
+        preprocess: Option<PathBuf>,
+        /// Class names, one per line (ONNX models only).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// JSON file holding the `decoder` object (ONNX models only).
+        #[arg(long)]
+        decoder: Option<PathBuf>,
+        /// An ImageFolder tree (one folder per class label) or a labels.tsv list.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Public key trusted to sign the package (.opk models).
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<PathBuf>,
+        /// CPU threads (default: OUTPOST_THREADS, else the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -128,8 +159,66 @@ fn main() -> Result<()> {
             write_atomically(&out, &bytes)?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
         }
+        Command::Evaluate {
+            model,
+            preprocess,
+            labels,
+            decoder,
+            dataset,
+            trusted_keys,
+            threads,
+            json,
+        } => {
+            // Top-5 needs five classes back, whatever the package's own settings.
+            let config = Config {
+                threads,
+                threshold: Some(0.0),
+                top_k: Some(5),
+                trusted_keys: (!trusted_keys.is_empty()).then_some(trusted_keys),
+                ..Config::default()
+            };
+            let is_package = model.is_dir() || model.extension().is_some_and(|e| e == "opk");
+            let predictor = if is_package {
+                Predictor::open(&model, &config).map_err(coded)?
+            } else {
+                let preprocess =
+                    preprocess.context("--preprocess is required for an ONNX model")?;
+                let request = PackageRequest {
+                    model: model.clone(),
+                    labels: Some(labels.context("--labels is required for an ONNX model")?),
+                    task: Task::Classification,
+                    preprocess: read_json(&preprocess, "preprocess")?,
+                    decoder: decoder.map(|p| read_json(&p, "decoder")).transpose()?,
+                    name: None,
+                    version: "unpackaged".into(),
+                    threshold: None,
+                };
+                let (manifest, onnx) = checked_manifest(&request)
+                    .with_context(|| format!("cannot load {}", model.display()))?;
+                Predictor::from_parts(manifest, &onnx, config.resolve().map_err(coded)?)
+                    .map_err(coded)?
+            };
+            if predictor.manifest().task != Task::Classification {
+                anyhow::bail!(
+                    "evaluate measures classification models so far; this one is {}",
+                    predictor.manifest().task.as_str()
+                );
+            }
+            let samples = load_classification(&dataset, &predictor.manifest().labels)?;
+            let report = evaluate_classification(&predictor, &samples, !json)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render_text(&report));
+            }
+        }
     }
     Ok(())
+}
+
+/// Keeps a runtime error's stable code in the message.
+fn coded(e: outpost_runtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("error {}: {e}", e.code())
 }
 
 /// Writes to a temporary file beside `path`, then renames, so a reader never sees half a package.

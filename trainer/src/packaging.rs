@@ -59,6 +59,19 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 
 /// Checks the model and builds the signed package bytes.
 pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> {
+    let (manifest, onnx) = checked_manifest(req)?;
+    let mut writer = PackageWriter::new();
+    writer.add_file(MODEL_FILE, onnx)?;
+    Ok(writer.finish(&manifest, key)?)
+}
+
+/// File name of the FP32 CPU model inside a package.
+const MODEL_FILE: &str = "model.onnx";
+
+/// Checks the model against the request (it loads, its input matches the
+/// preprocessing, its outputs suit the decoder and labels) and returns the
+/// manifest a package of it would carry, with the model bytes.
+pub fn checked_manifest(req: &PackageRequest) -> Result<(Manifest, Vec<u8>)> {
     let onnx = std::fs::read(&req.model).map_err(io_err(&req.model))?;
     let labels = match (&req.labels, req.task) {
         (Some(path), _) => read_labels(path)?,
@@ -116,7 +129,6 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
     check.decode(outputs, &identity)?;
 
     let name = req.name.clone().unwrap_or_else(|| default_name(&req.model));
-    let file = "model.onnx";
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         model: ModelInfo {
@@ -133,7 +145,7 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
         threshold: req.threshold,
         labels,
         artifacts: vec![describe_artifact(
-            file,
+            MODEL_FILE,
             ArtifactFormat::Onnx,
             "cpu",
             Precision::Fp32,
@@ -141,9 +153,7 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
         )],
         license: None,
     };
-    let mut writer = PackageWriter::new();
-    writer.add_file(file, onnx)?;
-    Ok(writer.finish(&manifest, key)?)
+    Ok((manifest, onnx))
 }
 
 /// The model file's stem, or its folder's name when the file is just `model.onnx`.
