@@ -17,7 +17,8 @@ pub struct Sample {
 /// File endings read as images (case-insensitive).
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
 
-fn is_image(path: &Path) -> bool {
+/// True for file names ending in a supported image extension.
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))

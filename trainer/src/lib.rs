@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod inspect;
 pub mod keys;
 pub mod packaging;
+pub mod quantize;
 
 pub use packaging::{build_package, PackageRequest};
 

@@ -9,7 +9,7 @@ use outpost_runtime::{Config, Predictor};
 use outpost_trainer::dataset::load_classification;
 use outpost_trainer::evaluate::{evaluate_classification, render_text};
 use outpost_trainer::packaging::checked_manifest;
-use outpost_trainer::{build_package, keys, PackageRequest};
+use outpost_trainer::{build_package, keys, quantize, PackageRequest};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,13 @@ enum TaskArg {
     Classification,
     Detection,
     Raw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +76,36 @@ enum Command {
         /// Recommended score threshold (default: the decoder's).
         #[arg(long)]
         threshold: Option<f64>,
+    },
+    /// Quantise a model to INT8 (QDQ ONNX), calibrated on a folder of images.
+    Quantize {
+        /// The FP32 ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// JSON file holding the `preprocess` object used for calibration.
+        #[arg(long)]
+        preprocess: PathBuf,
+        /// Folder of calibration images (JPEG, PNG, BMP; searched recursively).
+        #[arg(long)]
+        calibration: PathBuf,
+        /// How activation ranges are chosen.
+        #[arg(long, value_enum, default_value_t = MethodArg::Percentile)]
+        method: MethodArg,
+        /// Share of values kept inside the range by --method percentile.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// Keep this node in FP32 (repeatable).
+        #[arg(long = "skip-node")]
+        skip_nodes: Vec<String>,
+        /// Keep every node of this op type in FP32 (repeatable), e.g. Gemm.
+        #[arg(long = "skip-op")]
+        skip_ops: Vec<String>,
+        /// Output QDQ ONNX model.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure top-1 / top-5 accuracy of a classification model on a labelled image set.
     Evaluate {
@@ -158,6 +195,57 @@ fn main() -> Result<()> {
                 .with_context(|| format!("cannot package {}", request.model.display()))?;
             write_atomically(&out, &bytes)?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
+        }
+        Command::Quantize {
+            model,
+            preprocess,
+            calibration,
+            method,
+            percentile,
+            skip_nodes,
+            skip_ops,
+            out,
+            json,
+        } => {
+            let preprocess: Preprocess = read_json(&preprocess, "preprocess")?;
+            preprocess.validate().map_err(coded)?;
+            let onnx = std::fs::read(&model)
+                .with_context(|| format!("cannot read {}", model.display()))?;
+            let images = quantize::calibration_images(&calibration)?;
+            let options = quantize::QuantizeOptions {
+                method: match method {
+                    MethodArg::Minmax => quantize::Method::MinMax,
+                    MethodArg::Percentile => quantize::Method::Percentile { percentile },
+                    MethodArg::Entropy => quantize::Method::Entropy,
+                },
+                skip_nodes,
+                skip_ops,
+                progress: !json,
+            };
+            let (bytes, summary) = quantize::quantize(&onnx, &preprocess, &images, &options)
+                .with_context(|| format!("cannot quantise {}", model.display()))?;
+            write_atomically(&out, &bytes)?;
+            if json {
+                let mut v = serde_json::to_value(&summary)?;
+                v["fp32_bytes"] = onnx.len().into();
+                v["int8_bytes"] = bytes.len().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "wrote {}: {} nodes in INT8, {} kept in FP32, {} calibration images ({} skipped)",
+                    out.display(),
+                    summary.quantized_nodes.len(),
+                    summary.kept_fp32.len(),
+                    summary.calibration_images,
+                    summary.skipped_images.len()
+                );
+                println!(
+                    "size {:.1} MB -> {:.1} MB ({:.0}%)",
+                    onnx.len() as f64 / 1e6,
+                    bytes.len() as f64 / 1e6,
+                    bytes.len() as f64 / onnx.len() as f64 * 100.0
+                );
+            }
         }
         Command::Evaluate {
             model,

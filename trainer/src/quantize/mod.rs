@@ -1,0 +1,283 @@
+//! `quantize`: post-training static INT8 in QDQ form, calibrated on images with
+//! the package's own preprocessing.
+
+pub mod calibrate;
+pub mod fold;
+pub mod qdq;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use outpost_runtime::package::manifest::Preprocess;
+use outpost_runtime::preprocess::Preprocessor;
+use outpost_runtime::ImageInput;
+use prost::Message;
+use serde::Serialize;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ndarray::{ArrayD, IxDyn};
+
+pub use calibrate::Method;
+
+use crate::{io_err, Result, TrainerError};
+
+/// Settings of one quantisation run.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    /// How activation ranges are chosen.
+    pub method: Method,
+    /// Node names kept in FP32.
+    pub skip_nodes: Vec<String>,
+    /// Op types kept in FP32.
+    pub skip_ops: Vec<String>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What a quantisation run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeSummary {
+    /// The calibration method.
+    pub method: Method,
+    /// Calibration images used.
+    pub calibration_images: usize,
+    /// Calibration images that could not be read, by name.
+    pub skipped_images: Vec<String>,
+    /// Nodes now running in INT8.
+    pub quantized_nodes: Vec<String>,
+    /// Quantisable nodes kept in FP32: by the skip lists, and grouped convolutions
+    /// when weights can only have one scale per tensor.
+    pub kept_fp32: Vec<String>,
+    /// Weight scales per output channel (opset 13+) or per tensor.
+    pub per_channel: bool,
+    /// BatchNormalization nodes folded into the Conv before them.
+    pub folded_batch_norms: usize,
+    /// Activation ranges chosen, by tensor.
+    pub ranges: BTreeMap<String, (f32, f32)>,
+}
+
+/// The image files of a calibration folder, sorted (recursively).
+pub fn calibration_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if crate::dataset::is_image(&path) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    if out.is_empty() {
+        return Err(TrainerError::Invalid(format!(
+            "calibration folder {} holds no JPEG, PNG or BMP images",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses ONNX bytes into the protobuf model.
+pub fn parse_model(onnx: &[u8]) -> Result<tract_onnx::pb::ModelProto> {
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut &onnx[..])
+        .map_err(|e| outpost_runtime::Error::ModelLoad(format!("not an ONNX model: {e:#}")).into())
+}
+
+/// Quantises `onnx`, calibrating on `images` preprocessed with `preprocess`.
+/// Returns the QDQ model bytes and a summary. The same inputs give the same bytes.
+pub fn quantize(
+    onnx: &[u8],
+    preprocess: &Preprocess,
+    images: &[PathBuf],
+    options: &QuantizeOptions,
+) -> Result<(Vec<u8>, QuantizeSummary)> {
+    let mut proto = parse_model(onnx)?;
+    let opset = proto
+        .opset_import
+        .iter()
+        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .max()
+        .unwrap_or(0);
+    if opset < 10 {
+        return Err(TrainerError::Invalid(format!(
+            "the model uses ONNX opset {opset}; QDQ needs opset 10 or later (re-export it)"
+        )));
+    }
+    // Per-channel DequantizeLinear arrived in opset 13; older models get
+    // per-tensor weight scales (less accurate, still standard).
+    let per_channel = opset >= 13;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
+    fold::constants_to_initializers(graph);
+    let folded_batch_norms = fold::fold_batch_norm(graph)?;
+    // Calibrate the folded graph: it is what gets quantised.
+    let folded = proto.encode_to_vec();
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
+    let all = qdq::targets(graph, &[], &[], true);
+    let targets = qdq::targets(graph, &options.skip_nodes, &options.skip_ops, per_channel);
+    for s in &options.skip_nodes {
+        if !all.iter().any(|t| &t.name == s) {
+            return Err(TrainerError::Invalid(format!(
+                "--skip-node {s}: no quantisable node has that name"
+            )));
+        }
+    }
+    if targets.is_empty() {
+        return Err(TrainerError::Invalid(
+            "nothing to quantise: no Conv, Gemm or MatMul with float weights is left".into(),
+        ));
+    }
+    let mut tensors: Vec<String> = targets.iter().map(|t| t.activation.clone()).collect();
+    tensors.sort();
+    tensors.dedup();
+
+    let (observers, used, skipped) = observe(&folded, preprocess, images, &tensors, options)?;
+    let ranges: BTreeMap<String, (f32, f32)> = tensors
+        .iter()
+        .zip(&observers)
+        .map(|(t, o)| (t.clone(), o.range(options.method)))
+        .collect();
+    qdq::rewrite(graph, &targets, &ranges, per_channel)?;
+    let summary = QuantizeSummary {
+        method: options.method,
+        calibration_images: used,
+        skipped_images: skipped,
+        quantized_nodes: targets.iter().map(|t| t.name.clone()).collect(),
+        kept_fp32: all
+            .iter()
+            .filter(|a| !targets.iter().any(|t| t.node == a.node))
+            .map(|a| a.name.clone())
+            .collect(),
+        per_channel,
+        folded_batch_norms,
+        ranges,
+    };
+    Ok((proto.encode_to_vec(), summary))
+}
+
+/// Runs the FP32 model over the images and observes each named tensor.
+fn observe(
+    onnx: &[u8],
+    preprocess: &Preprocess,
+    images: &[PathBuf],
+    tensors: &[String],
+    options: &QuantizeOptions,
+) -> Result<(Vec<calibrate::Observer>, usize, Vec<String>)> {
+    let load = |e: TractError| outpost_runtime::Error::ModelLoad(format!("{e:#}"));
+    let shape = preprocess.tensor_shape();
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut &onnx[..])
+        .map_err(load)?;
+    model
+        .set_input_fact(0, f32::fact(shape).into())
+        .map_err(load)?;
+    let inputs = model.input_outlets().map_err(load)?.to_vec();
+    let outlets = tensors
+        .iter()
+        .map(|t| {
+            // Graph inputs are source nodes named after the tensor, without a label.
+            let input = inputs.iter().find(|o| model.node(o.node).name == *t);
+            input
+                .copied()
+                .or_else(|| model.find_outlet_label(t))
+                .ok_or_else(|| {
+                    TrainerError::Invalid(format!("tensor {t} is not an output of any node"))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    model.select_output_outlets(&outlets).map_err(load)?;
+    let plan = model
+        .into_optimized()
+        .map_err(load)?
+        .into_runnable()
+        .map_err(load)?;
+
+    // Preprocess once; both passes reuse the tensors.
+    let pre = Preprocessor::new(preprocess.clone());
+    let bar = progress_bar(options.progress, images.len() as u64 * 2, "calibrating");
+    let mut inputs = Vec::new();
+    let mut skipped = Vec::new();
+    for path in images {
+        let prepared = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                ImageInput::Encoded(&b)
+                    .to_rgb()
+                    .and_then(|rgb| pre.run(&rgb))
+                    .map_err(|e| format!("error {}: {e}", e.code()))
+            });
+        match prepared {
+            Ok(p) => inputs.push(p),
+            Err(why) => {
+                bar.suspend(|| eprintln!("skipping {}: {why}", path.display()));
+                skipped.push(path.display().to_string());
+            }
+        }
+    }
+    if inputs.is_empty() {
+        return Err(TrainerError::Invalid(
+            "no calibration image could be read".into(),
+        ));
+    }
+    let mut observers = vec![calibrate::Observer::default(); tensors.len()];
+    let run = |data: &[f32]| -> Result<TVec<TValue>> {
+        let t = ArrayD::from_shape_vec(IxDyn(&shape), data.to_vec())
+            .map_err(|e| TrainerError::Invalid(e.to_string()))?
+            .into_tensor();
+        plan.run(tvec!(t.into_tvalue()))
+            .map_err(|e| outpost_runtime::Error::Inference(format!("{e:#}")).into())
+    };
+    let with_values = |v: &TValue, f: &mut dyn FnMut(&[f32])| -> Result<()> {
+        let view = v
+            .to_plain_array_view::<f32>()
+            .map_err(|e| TrainerError::Invalid(format!("{e:#}")))?;
+        match view.as_slice() {
+            Some(s) => f(s),
+            None => f(&view.iter().copied().collect::<Vec<_>>()),
+        }
+        Ok(())
+    };
+    for p in &inputs {
+        let outs = run(&p.data)?;
+        for (o, v) in observers.iter_mut().zip(&outs) {
+            with_values(v, &mut |s| o.observe_range(s))?;
+        }
+        bar.inc(1);
+    }
+    if !matches!(options.method, Method::MinMax) {
+        for p in &inputs {
+            let outs = run(&p.data)?;
+            for (o, v) in observers.iter_mut().zip(&outs) {
+                with_values(v, &mut |s| o.observe_histogram(s))?;
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok((observers, inputs.len(), skipped))
+}
+
+/// A progress bar on stderr, or a hidden one.
+pub fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}}, eta {{eta}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
