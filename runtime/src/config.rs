@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::package::manifest::Precision;
 
 /// Which backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,6 +103,8 @@ pub struct Config {
     pub threads: Option<usize>,
     /// Backend (`OUTPOST_BACKEND`: auto, cpu, gpu, npu; default auto).
     pub backend: Option<BackendKind>,
+    /// Model precision to run: fp32, int8 (`OUTPOST_PRECISION`; default: the package's).
+    pub precision: Option<Precision>,
     /// Score threshold 0..1 (`OUTPOST_THRESHOLD`; default: the package's recommendation).
     pub threshold: Option<f32>,
     /// Most results per image (`OUTPOST_TOP_K`; default: the package's decoder).
@@ -124,6 +127,8 @@ pub struct Settings {
     pub threads: usize,
     /// Backend.
     pub backend: BackendKind,
+    /// Precision, or the package's default when `None`.
+    pub precision: Option<Precision>,
     /// Score threshold, or the package's own when `None`.
     pub threshold: Option<f32>,
     /// Most results per image, or the package's own when `None`.
@@ -192,6 +197,7 @@ impl Config {
         Ok(Settings {
             threads,
             backend: pick(self.backend, &var, "OUTPOST_BACKEND")?.unwrap_or_default(),
+            precision: pick(self.precision, &var, "OUTPOST_PRECISION")?,
             threshold,
             top_k,
             serial: self
@@ -252,6 +258,7 @@ mod tests {
         assert!(s.threads >= 1);
         assert_eq!(s.backend, BackendKind::Auto);
         assert_eq!(s.threshold, None);
+        assert_eq!(s.precision, None);
         assert_eq!(s.top_k, None);
         assert_eq!(s.serial, None);
         assert_eq!(s.log_level, LogLevel::Warn);
@@ -265,6 +272,7 @@ mod tests {
             .resolve_with(env(&[
                 ("OUTPOST_THREADS", "3"),
                 ("OUTPOST_BACKEND", "CPU"),
+                ("OUTPOST_PRECISION", "INT8"),
                 ("OUTPOST_THRESHOLD", "0.4"),
                 ("OUTPOST_TOP_K", "2"),
                 ("OUTPOST_SERIAL", "ABCD-EFGH-JKLM-NPQR"),
@@ -275,6 +283,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.threads, 3);
         assert_eq!(s.backend, BackendKind::Cpu);
+        assert_eq!(s.precision, Some(Precision::Int8));
         assert_eq!(s.threshold, Some(0.4));
         assert_eq!(s.top_k, Some(2));
         assert_eq!(s.serial.as_deref(), Some("ABCD-EFGH-JKLM-NPQR"));
@@ -291,6 +300,7 @@ mod tests {
         let code = Config {
             threads: Some(1),
             backend: Some(BackendKind::Gpu),
+            precision: Some(Precision::Fp32),
             threshold: Some(0.9),
             top_k: Some(7),
             serial: Some("code".into()),
@@ -302,6 +312,7 @@ mod tests {
             .resolve_with(env(&[
                 ("OUTPOST_THREADS", "3"),
                 ("OUTPOST_BACKEND", "cpu"),
+                ("OUTPOST_PRECISION", "int8"),
                 ("OUTPOST_THRESHOLD", "0.4"),
                 ("OUTPOST_TOP_K", "2"),
                 ("OUTPOST_SERIAL", "env"),
@@ -312,6 +323,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.threads, 1);
         assert_eq!(s.backend, BackendKind::Gpu);
+        assert_eq!(s.precision, Some(Precision::Fp32));
         assert_eq!(s.threshold, Some(0.9));
         assert_eq!(s.top_k, Some(7));
         assert_eq!(s.serial.as_deref(), Some("code"));
@@ -325,6 +337,7 @@ mod tests {
         for (k, v) in [
             ("OUTPOST_THREADS", "many"),
             ("OUTPOST_BACKEND", "tpu"),
+            ("OUTPOST_PRECISION", "int4"),
             ("OUTPOST_THRESHOLD", "high"),
             ("OUTPOST_TOP_K", "-1"),
             ("OUTPOST_LOG_LEVEL", "loud"),

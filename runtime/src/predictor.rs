@@ -23,6 +23,7 @@ pub struct Predictor {
     backend: Box<dyn Backend>,
     decoder: Decoder,
     key_id: String,
+    precision: Precision,
 }
 
 impl Predictor {
@@ -44,12 +45,20 @@ impl Predictor {
     }
 
     /// Loads an already verified package with resolved settings.
+    ///
+    /// The model artifact is the one at the configured precision, else the
+    /// package's `default_precision`, else FP32.
     pub fn from_package(package: &Package, settings: Settings) -> Result<Predictor> {
         let manifest = package.manifest().clone();
-        let artifact = cpu_artifact(&manifest)?;
+        let precision = settings
+            .precision
+            .or(manifest.default_precision)
+            .unwrap_or(Precision::Fp32);
+        let artifact = cpu_artifact(&manifest, precision)?;
         let model = package.artifact(&artifact)?;
         let mut predictor = Predictor::from_parts(manifest, model, settings)?;
         predictor.key_id = package.key_id().to_string();
+        predictor.precision = precision;
         Ok(predictor)
     }
 
@@ -79,6 +88,7 @@ impl Predictor {
             backend: Box::new(cpu),
             decoder,
             key_id: String::new(),
+            precision: Precision::Fp32,
             manifest,
             settings,
         })
@@ -132,6 +142,11 @@ impl Predictor {
         &self.settings
     }
 
+    /// Precision of the model artifact that runs (FP32 for [`Predictor::from_parts`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// The backend that runs the model.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
@@ -148,18 +163,16 @@ impl Predictor {
     }
 }
 
-/// The artifact the CPU backend runs: ONNX, target `cpu`, FP32.
-fn cpu_artifact(manifest: &Manifest) -> Result<String> {
+/// The artifact the CPU backend runs: ONNX, target `cpu`, at `precision`.
+fn cpu_artifact(manifest: &Manifest, precision: Precision) -> Result<String> {
     manifest
         .artifacts
         .iter()
-        .find(|a| {
-            a.format == ArtifactFormat::Onnx && a.target == "cpu" && a.precision == Precision::Fp32
-        })
+        .find(|a| a.format == ArtifactFormat::Onnx && a.target == "cpu" && a.precision == precision)
         .map(|a| a.file.clone())
         .ok_or_else(|| Error::NoSuitableArtifact {
             target: "cpu".into(),
-            precision: "fp32".into(),
+            precision: precision.as_str().into(),
         })
 }
 

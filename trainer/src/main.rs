@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use outpost_runtime::package::manifest::{DecoderSpec, Preprocess, Task};
+use outpost_runtime::package::manifest::{DecoderSpec, Precision, Preprocess, Task};
 use outpost_runtime::{Config, Predictor};
 use outpost_trainer::dataset::load_classification;
 use outpost_trainer::evaluate::{evaluate_classification, render_text};
@@ -76,6 +76,12 @@ enum Command {
         /// Recommended score threshold (default: the decoder's).
         #[arg(long)]
         threshold: Option<f64>,
+        /// INT8 model from `quantize`, packaged beside the FP32 one.
+        #[arg(long)]
+        int8: Option<PathBuf>,
+        /// Precision the device runs unless told otherwise: fp32 or int8.
+        #[arg(long = "default-precision")]
+        default_precision: Option<Precision>,
     },
     /// Quantise a model to INT8 (QDQ ONNX), calibrated on a folder of images.
     Quantize {
@@ -171,6 +177,8 @@ fn main() -> Result<()> {
             name,
             model_version,
             threshold,
+            int8,
+            default_precision,
         } => {
             let task = match task {
                 TaskArg::Classification => Task::Classification,
@@ -190,6 +198,8 @@ fn main() -> Result<()> {
                 name,
                 version: model_version,
                 threshold,
+                int8_model: int8,
+                default_precision,
             };
             let bytes = build_package(&request, &key)
                 .with_context(|| format!("cannot package {}", request.model.display()))?;
@@ -280,6 +290,8 @@ fn main() -> Result<()> {
                     name: None,
                     version: "unpackaged".into(),
                     threshold: None,
+                    int8_model: None,
+                    default_precision: None,
                 };
                 let (manifest, onnx) = checked_manifest(&request)
                     .with_context(|| format!("cannot load {}", model.display()))?;

@@ -36,6 +36,10 @@ pub struct PackageRequest {
     pub version: String,
     /// Recommended score threshold.
     pub threshold: Option<f64>,
+    /// An INT8 (QDQ) version of the model from `quantize`, packaged beside the FP32 one.
+    pub int8_model: Option<PathBuf>,
+    /// Precision the device runs unless told otherwise (default FP32).
+    pub default_precision: Option<Precision>,
 }
 
 /// Reads a labels file: one name per line, trailing blank lines ignored.
@@ -59,14 +63,58 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 
 /// Checks the model and builds the signed package bytes.
 pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> {
-    let (manifest, onnx) = checked_manifest(req)?;
+    let (mut manifest, onnx) = checked_manifest(req)?;
     let mut writer = PackageWriter::new();
     writer.add_file(MODEL_FILE, onnx)?;
+    if let Some(path) = &req.int8_model {
+        let int8 = std::fs::read(path).map_err(io_err(path))?;
+        check_model(
+            &int8,
+            &manifest.input().name,
+            &req.preprocess,
+            &manifest.decoder,
+            &manifest.labels,
+        )?;
+        manifest.artifacts.push(describe_artifact(
+            INT8_MODEL_FILE,
+            ArtifactFormat::Onnx,
+            "cpu",
+            Precision::Int8,
+            &int8,
+        ));
+        writer.add_file(INT8_MODEL_FILE, int8)?;
+    }
     Ok(writer.finish(&manifest, key)?)
 }
 
 /// File name of the FP32 CPU model inside a package.
 const MODEL_FILE: &str = "model.onnx";
+/// File name of the INT8 CPU model inside a package.
+const INT8_MODEL_FILE: &str = "model_int8.onnx";
+
+/// The model loads at the preprocessing's shape, and the decoder accepts what it
+/// declares and what it actually returns for a blank image.
+fn check_model(
+    onnx: &[u8],
+    input: &str,
+    preprocess: &Preprocess,
+    decoder: &DecoderSpec,
+    labels: &[String],
+) -> Result<()> {
+    let shape = preprocess.tensor_shape().to_vec();
+    let backend = CpuBackend::load(onnx, input, &shape, 1)?;
+    let check = Decoder::new(decoder.clone(), labels.to_vec(), 0.5, None);
+    check.check_outputs(backend.output_shapes())?;
+    let outputs = backend.run(&shape, vec![0.0; shape.iter().product()])?;
+    let (w, h) = preprocess.resize.output_size();
+    let identity = Transform {
+        scale: [1.0, 1.0],
+        offset: [0.0, 0.0],
+        original: [w, h],
+    };
+    check.decode(outputs, &identity)?;
+    Ok(())
+}
 
 /// Checks the model against the request (it loads, its input matches the
 /// preprocessing, its outputs suit the decoder and labels) and returns the
@@ -116,17 +164,7 @@ pub fn checked_manifest(req: &PackageRequest) -> Result<(Manifest, Vec<u8>)> {
     }
 
     // It must load, and its outputs must suit the decoder, declared and actual.
-    let backend = CpuBackend::load(&onnx, &input.name, &shape, 1)?;
-    let check = Decoder::new(decoder.clone(), labels.clone(), 0.5, None);
-    check.check_outputs(backend.output_shapes())?;
-    let outputs = backend.run(&shape, vec![0.0; shape.iter().product()])?;
-    let (w, h) = req.preprocess.resize.output_size();
-    let identity = Transform {
-        scale: [1.0, 1.0],
-        offset: [0.0, 0.0],
-        original: [w, h],
-    };
-    check.decode(outputs, &identity)?;
+    check_model(&onnx, &input.name, &req.preprocess, &decoder, &labels)?;
 
     let name = req.name.clone().unwrap_or_else(|| default_name(&req.model));
     let manifest = Manifest {
@@ -152,6 +190,7 @@ pub fn checked_manifest(req: &PackageRequest) -> Result<(Manifest, Vec<u8>)> {
             &onnx,
         )],
         license: None,
+        default_precision: req.default_precision,
     };
     Ok((manifest, onnx))
 }

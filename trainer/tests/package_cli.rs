@@ -164,3 +164,79 @@ fn keygen_refuses_to_overwrite_a_key() {
         std::fs::read(f.dir.path().join("keys/private.key")).unwrap()
     );
 }
+
+#[test]
+fn int8_artifact_is_packaged_and_chosen_when_asked_or_by_default() {
+    let f = Fixture::new();
+    let calib = f.dir.path().join("calib");
+    std::fs::create_dir_all(&calib).unwrap();
+    std::fs::copy(
+        shared().join("images/text_lines.png"),
+        calib.join("text_lines.png"),
+    )
+    .unwrap();
+    let o = trainer(&[
+        "quantize",
+        "--model",
+        cls_model().to_str().unwrap(),
+        "--preprocess",
+        &f.path("cls.json"),
+        "--calibration",
+        calib.to_str().unwrap(),
+        "--method",
+        "minmax",
+        "--out",
+        &f.path("int8.onnx"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let package = |out: &str, default: &[&str]| {
+        let mut args = vec![
+            "package".to_string(),
+            "--model".into(),
+            cls_model().to_str().unwrap().into(),
+            "--labels".into(),
+            f.path("cls.txt"),
+            "--task".into(),
+            "classification".into(),
+            "--preprocess".into(),
+            f.path("cls.json"),
+            "--int8".into(),
+            f.path("int8.onnx"),
+            "--key".into(),
+            f.path("keys"),
+            "--out".into(),
+            f.path(out),
+        ];
+        args.extend(default.iter().map(|s| s.to_string()));
+        let o = trainer(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    package("both.opk", &[]);
+    package("int8.opk", &["--default-precision", "int8"]);
+    let config = |precision| Config {
+        trusted_keys: Some(vec![f.path("keys").into()]),
+        threads: Some(1),
+        precision,
+        ..Config::default()
+    };
+    use outpost_runtime::package::manifest::Precision;
+    let img = std::fs::read(shared().join("images/text_upside_down.png")).unwrap();
+    let fp32 = Predictor::open(f.path("both.opk"), &config(None)).unwrap();
+    assert_eq!(fp32.precision(), Precision::Fp32);
+    let int8 = Predictor::open(f.path("both.opk"), &config(Some(Precision::Int8))).unwrap();
+    assert_eq!(int8.precision(), Precision::Int8);
+    let by_default = Predictor::open(f.path("int8.opk"), &config(None)).unwrap();
+    assert_eq!(by_default.precision(), Precision::Int8);
+    let asked_fp32 = Predictor::open(f.path("int8.opk"), &config(Some(Precision::Fp32))).unwrap();
+    assert_eq!(asked_fp32.precision(), Precision::Fp32);
+    // Same decoder and labels; INT8 output differs from FP32 but not by much.
+    let a = fp32.infer(ImageInput::Encoded(&img)).unwrap();
+    let b = int8.infer(ImageInput::Encoded(&img)).unwrap();
+    let (a, b) = (a.classifications().unwrap(), b.classifications().unwrap());
+    assert_eq!(a.len(), b.len());
+    assert_ne!(a, b, "the INT8 artifact should really run");
+    // No FP16 artifact: a clear error.
+    let err = Predictor::open(f.path("both.opk"), &config(Some(Precision::Fp16))).unwrap_err();
+    assert_eq!(err.code(), 3010);
+    assert!(err.to_string().contains("fp16"));
+}

@@ -38,6 +38,9 @@ pub struct Manifest {
     /// Licence requirements, when the package is sold per device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<LicenseRequirement>,
+    /// Precision the runtime runs unless the caller asks for another; FP32 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_precision: Option<Precision>,
 }
 
 /// Model identity.
@@ -352,6 +355,18 @@ pub enum Precision {
     Int8,
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err("expected fp32, fp16 or int8".into()),
+        }
+    }
+}
+
 impl Precision {
     /// Lowercase name as in the manifest.
     pub fn as_str(self) -> &'static str {
@@ -498,6 +513,18 @@ impl Manifest {
         {
             return Err(invalid("no model artifact".into()));
         }
+        if let Some(p) = self.default_precision {
+            if !self
+                .artifacts
+                .iter()
+                .any(|a| a.precision == p && a.format != ArtifactFormat::Other)
+            {
+                return Err(invalid(format!(
+                    "default_precision {} has no model artifact",
+                    p.as_str()
+                )));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for a in &self.artifacts {
             if !is_safe_file_name(&a.file) {
@@ -581,6 +608,7 @@ mod tests {
                 sha256: "0".repeat(64),
             }],
             license: None,
+            default_precision: None,
         }
     }
 
@@ -697,6 +725,9 @@ mod tests {
             ("negative size", |v| v["artifacts"][0]["size"] = (-1).into()),
             ("precision unknown", |v| {
                 v["artifacts"][0]["precision"] = "int4".into()
+            }),
+            ("default precision without artifact", |v| {
+                v["default_precision"] = "int8".into()
             }),
             ("artifact twice", |v| {
                 let a = v["artifacts"][0].clone();

@@ -85,6 +85,7 @@ pub fn manifest_for(
             onnx,
         )],
         license: None,
+        default_precision: None,
     }
 }
 

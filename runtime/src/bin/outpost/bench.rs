@@ -24,6 +24,7 @@ pub struct StageReport {
 pub struct Report {
     model: String,
     backend: String,
+    precision: String,
     threads: usize,
     image: String,
     runs: usize,
@@ -163,6 +164,7 @@ pub fn run(
     Ok(Report {
         model: predictor.manifest().model.name.clone(),
         backend: predictor.backend_name().to_string(),
+        precision: predictor.precision().as_str().to_string(),
         threads: predictor.settings().threads,
         image: image.map_or("generated 640x480 PNG".into(), |p| p.display().to_string()),
         runs,
@@ -181,8 +183,9 @@ fn round3(v: f64) -> f64 {
 /// A readable table of the report.
 pub fn table(r: &Report) -> String {
     let mut out = format!(
-        "model {} on {} ({} threads), {} runs on {}\nload {:.1} ms, first inference {:.1} ms, total median {:.2} ms, peak RSS {}\n",
+        "model {} ({}) on {} ({} threads), {} runs on {}\nload {:.1} ms, first inference {:.1} ms, total median {:.2} ms, peak RSS {}\n",
         r.model,
+        r.precision,
         r.backend,
         r.threads,
         r.runs,

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use outpost_runtime::package::manifest::Precision;
 use outpost_runtime::package::{Package, TrustedKeys};
 use outpost_runtime::{BackendKind, Config, ImageInput, Prediction, Predictor};
 use serde_json::json;
@@ -34,6 +35,9 @@ struct Common {
     /// Backend: auto, cpu, gpu, npu.
     #[arg(long, global = true)]
     backend: Option<BackendKind>,
+    /// Model precision: fp32 or int8 (default: the package's).
+    #[arg(long, global = true)]
+    precision: Option<Precision>,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +96,7 @@ impl Common {
         Config {
             threads: self.threads,
             backend: self.backend,
+            precision: self.precision,
             trusted_keys: (!self.trusted_keys.is_empty()).then(|| self.trusted_keys.clone()),
             ..Config::default()
         }
@@ -200,6 +205,10 @@ fn info(path: &Path, config: &Config, as_json: bool) -> Result<()> {
     if let Some(t) = m.threshold {
         println!("threshold   {t}");
     }
+    println!(
+        "precision   {} by default",
+        m.default_precision.unwrap_or(Precision::Fp32).as_str()
+    );
     let preview: Vec<&str> = m.labels.iter().take(5).map(String::as_str).collect();
     println!(
         "labels      {} ({}{})",
