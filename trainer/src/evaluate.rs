@@ -197,3 +197,192 @@ pub fn render_text(r: &ClassificationReport) -> String {
     }
     out
 }
+
+/// Where detection ground truth comes from.
+pub enum Truth<'a> {
+    /// Another model's detections (e.g. FP32 when evaluating INT8): agreement.
+    Reference(&'a Predictor),
+    /// YOLO txt files (`class cx cy w h`, 0..1) named after each image, beside it
+    /// or in a sibling `labels/` folder.
+    YoloTxt,
+}
+
+/// The result of a detection evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectionReport {
+    /// Images evaluated.
+    pub images: usize,
+    /// mAP at IoU 0.5.
+    pub map50: f64,
+    /// mAP averaged over IoU 0.5:0.95.
+    pub map50_95: f64,
+    /// AP at IoU 0.5 per class (`null` without ground truth).
+    pub ap50_per_class: Vec<Option<f64>>,
+    /// Ground-truth boxes.
+    pub truth_boxes: usize,
+    /// Predicted boxes.
+    pub predicted_boxes: usize,
+    /// What the ground truth was: `reference-model` or `yolo-txt`.
+    pub truth: String,
+    /// Unreadable or corrupt images, reported by name.
+    pub skipped: Vec<Skipped>,
+}
+
+fn boxes(p: &outpost_runtime::Prediction) -> Vec<crate::metrics::Scored> {
+    p.detections()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| crate::metrics::Scored {
+            b: crate::metrics::Labelled {
+                class: d.index,
+                rect: [d.x1, d.y1, d.x2, d.y2],
+            },
+            score: d.confidence,
+        })
+        .collect()
+}
+
+/// The YOLO txt file for an image: `stem.txt` beside it, or in `../labels/`.
+fn yolo_label_file(image: &std::path::Path) -> Option<std::path::PathBuf> {
+    let txt = image.with_extension("txt");
+    if txt.exists() {
+        return Some(txt);
+    }
+    let dir = image.parent()?;
+    let labels = dir.parent()?.join("labels").join(txt.file_name()?);
+    labels.exists().then_some(labels)
+}
+
+fn read_yolo_txt(path: &std::path::Path, classes: usize) -> Result<Vec<crate::metrics::Labelled>> {
+    let text = std::fs::read_to_string(path).map_err(crate::io_err(path))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || {
+            TrainerError::Invalid(format!(
+                "{} line {}: expected `class cx cy w h`",
+                path.display(),
+                i + 1
+            ))
+        };
+        let v: Vec<&str> = line.split_whitespace().collect();
+        if v.len() != 5 {
+            return Err(bad());
+        }
+        let class: usize = v[0].parse().map_err(|_| bad())?;
+        if class >= classes {
+            return Err(TrainerError::Invalid(format!(
+                "{} line {}: class {class} is outside the {classes} labels",
+                path.display(),
+                i + 1
+            )));
+        }
+        let n: Vec<f32> = v[1..]
+            .iter()
+            .map(|s| s.parse::<f32>().map_err(|_| bad()))
+            .collect::<Result<_>>()?;
+        out.push(crate::metrics::Labelled {
+            class,
+            rect: [
+                n[0] - n[2] / 2.0,
+                n[1] - n[3] / 2.0,
+                n[0] + n[2] / 2.0,
+                n[1] + n[3] / 2.0,
+            ],
+        });
+    }
+    Ok(out)
+}
+
+/// mAP of a detection `predictor` (run at a low threshold) on `images`.
+pub fn evaluate_detection(
+    predictor: &Predictor,
+    images: &[std::path::PathBuf],
+    truth: Truth<'_>,
+    progress: bool,
+) -> Result<DetectionReport> {
+    let classes = predictor.manifest().labels.len();
+    let bar = crate::quantize::progress_bar(progress, images.len() as u64, "evaluating");
+    let mut per_image = Vec::new();
+    let mut skipped = Vec::new();
+    for path in images {
+        bar.inc(1);
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                skipped.push(Skipped {
+                    file: path.display().to_string(),
+                    error_code: 1005,
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let predicted = match predictor.infer(ImageInput::Encoded(&bytes)) {
+            Ok(p) => boxes(&p),
+            Err(e) => {
+                bar.suspend(|| eprintln!("skipping {}: error {}: {e}", path.display(), e.code()));
+                skipped.push(Skipped {
+                    file: path.display().to_string(),
+                    error_code: e.code(),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let truth_boxes = match &truth {
+            Truth::Reference(reference) => reference
+                .infer(ImageInput::Encoded(&bytes))
+                .map(|p| boxes(&p).into_iter().map(|s| s.b).collect())
+                .map_err(TrainerError::from)?,
+            Truth::YoloTxt => match yolo_label_file(path) {
+                Some(f) => read_yolo_txt(&f, classes)?,
+                None => Vec::new(),
+            },
+        };
+        per_image.push(crate::metrics::ImageBoxes {
+            predicted,
+            truth: truth_boxes,
+        });
+    }
+    bar.finish_and_clear();
+    if per_image.is_empty() {
+        return Err(TrainerError::Invalid(
+            "no image of the dataset could be read".into(),
+        ));
+    }
+    let m = crate::metrics::detection_metrics(&per_image, classes);
+    Ok(DetectionReport {
+        images: per_image.len(),
+        map50: m.map50,
+        map50_95: m.map50_95,
+        ap50_per_class: m.ap50_per_class,
+        truth_boxes: m.truth_boxes,
+        predicted_boxes: m.predicted_boxes,
+        truth: match truth {
+            Truth::Reference(_) => "reference-model".into(),
+            Truth::YoloTxt => "yolo-txt".into(),
+        },
+        skipped,
+    })
+}
+
+/// A short readable summary of a detection evaluation.
+pub fn render_detection(r: &DetectionReport) -> String {
+    format!(
+        "images {}  mAP@0.5 {:.4}  mAP@0.5:0.95 {:.4}  ({} ground-truth boxes from {}, {} predicted){}\n",
+        r.images,
+        r.map50,
+        r.map50_95,
+        r.truth_boxes,
+        r.truth,
+        r.predicted_boxes,
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", skipped {} unreadable images", r.skipped.len())
+        }
+    )
+}

@@ -16,10 +16,14 @@
 //! - every floating-point tensor held by a `Constant` node (`value`, `value_float`,
 //!   `value_floats`): exporters such as paddle2onnx store all weights that way. Small
 //!   float constants (a `Clip` bound, a `Pad` value) are float tensors too and count;
-//! - integer tensors are *not* weights (shapes, axes, indices, zero points), with one
-//!   exception: quantised weights, i.e. an integer tensor consumed as the data input of
+//! - integer tensors are *not* weights (shapes, axes, indices), with one exception:
+//!   quantised weights, i.e. an integer tensor consumed as the data input of
 //!   `DequantizeLinear`, or as the weight input of `QLinearConv`, `QLinearMatMul`,
-//!   `ConvInteger` or `MatMulInteger`. Their float scales count as float tensors.
+//!   `ConvInteger` or `MatMulInteger`;
+//! - quantisation parameters are not weights, whatever their type: a tensor consumed as
+//!   a scale or zero point of `QuantizeLinear`, `DequantizeLinear` or the operators
+//!   above. So a QDQ INT8 model reports the same parameter count as the FP32 model it
+//!   was made from (its weights are int8, its biases stay float).
 //!
 //! [`Inspection::parameter_bytes`] is the storage those tensors take at their element
 //! type (4 bytes per `float`, 2 per `float16`, 1 per `int8`, ...).
@@ -553,28 +557,42 @@ fn elements(dims: &[i64]) -> u64 {
         .fold(1u64, u64::saturating_mul)
 }
 
-/// Tensor names that hold quantised weights: the data input of `DequantizeLinear` and
-/// the weight input of the integer convolution and matrix-product operators.
-fn quantised_weight_names<'a>(nodes: &[&'a pb::NodeProto]) -> HashSet<&'a str> {
-    nodes
-        .iter()
-        .filter_map(|n| {
-            let ix = match &*n.op_type {
-                "DequantizeLinear" => 0,
-                "ConvInteger" | "MatMulInteger" => 1,
-                "QLinearConv" | "QLinearMatMul" => 3,
-                _ => return None,
-            };
-            n.input.get(ix).map(|s| &**s)
-        })
-        .collect()
+/// Tensor names that hold quantised weights (the data input of `DequantizeLinear`, the
+/// weight input of the integer convolution and matrix-product operators), and tensor
+/// names that hold quantisation parameters (scales and zero points).
+fn quantisation_names<'a>(nodes: &[&'a pb::NodeProto]) -> (HashSet<&'a str>, HashSet<&'a str>) {
+    let mut weights = HashSet::new();
+    let mut params = HashSet::new();
+    for n in nodes {
+        let (weight, qparams): (Option<usize>, &[usize]) = match &*n.op_type {
+            "DequantizeLinear" => (Some(0), &[1, 2]),
+            "QuantizeLinear" => (None, &[1, 2]),
+            "ConvInteger" | "MatMulInteger" => (Some(1), &[2, 3]),
+            "QLinearConv" | "QLinearMatMul" => (Some(3), &[1, 2, 4, 5, 6, 7]),
+            _ => continue,
+        };
+        if let Some(w) = weight.and_then(|ix| n.input.get(ix)) {
+            weights.insert(&**w);
+        }
+        params.extend(
+            qparams
+                .iter()
+                .filter_map(|&ix| n.input.get(ix))
+                .map(|s| &**s),
+        );
+    }
+    params.remove("");
+    (weights, params)
 }
 
 fn count_parameters(graph: &pb::GraphProto, nodes: &[&pb::NodeProto]) -> (u64, u64) {
-    let quantised = quantised_weight_names(nodes);
+    let (quantised, qparams) = quantisation_names(nodes);
     let mut count = 0u64;
     let mut bits = 0u64;
     let mut add = |name: &str, data_type: i32, n: u64| {
+        if qparams.contains(name) {
+            return;
+        }
         let b = float_bits(data_type).or_else(|| {
             if quantised.contains(name) {
                 int_bits(data_type)

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod evaluate;
 pub mod inspect;
 pub mod keys;
+pub mod metrics;
 pub mod packaging;
 pub mod quantize;
 

@@ -7,9 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use outpost_runtime::package::manifest::{DecoderSpec, Precision, Preprocess, Task};
 use outpost_runtime::{Config, Predictor};
 use outpost_trainer::dataset::load_classification;
-use outpost_trainer::evaluate::{evaluate_classification, render_text};
+use outpost_trainer::evaluate::{
+    evaluate_classification, evaluate_detection, render_detection, render_text, Truth,
+};
 use outpost_trainer::packaging::checked_manifest;
-use outpost_trainer::{build_package, keys, quantize, PackageRequest};
+use outpost_trainer::{build_package, inspect, keys, quantize, PackageRequest};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +29,16 @@ enum TaskArg {
     Classification,
     Detection,
     Raw,
+}
+
+impl TaskArg {
+    fn task(self) -> Task {
+        match self {
+            TaskArg::Classification => Task::Classification,
+            TaskArg::Detection => Task::Detection,
+            TaskArg::Raw => Task::Raw,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,6 +95,21 @@ enum Command {
         #[arg(long = "default-precision")]
         default_precision: Option<Precision>,
     },
+    /// Describe a model: inputs and outputs, operators, parameters, MACs, and the
+    /// operators a target cannot run.
+    Inspect {
+        /// The ONNX model.
+        model: PathBuf,
+        /// Input shape for models with dynamic dimensions, e.g. 1x3x640x640.
+        #[arg(long = "input-shape")]
+        input_shape: Option<String>,
+        /// Only report this target's unsupported operators (cpu).
+        #[arg(long)]
+        target: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Quantise a model to INT8 (QDQ ONNX), calibrated on a folder of images.
     Quantize {
         /// The FP32 ONNX model.
@@ -113,7 +140,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure top-1 / top-5 accuracy of a classification model on a labelled image set.
+    /// Measure accuracy: top-1/top-5 for classification, mAP for detection.
     Evaluate {
         /// An ONNX model, or a signed .opk package (then --preprocess and --labels come from it).
         #[arg(long)]
@@ -127,9 +154,18 @@ enum Command {
         /// JSON file holding the `decoder` object (ONNX models only).
         #[arg(long)]
         decoder: Option<PathBuf>,
-        /// An ImageFolder tree (one folder per class label) or a labels.tsv list.
+        /// Task of an ONNX model (packages carry theirs).
+        #[arg(long, value_enum)]
+        task: Option<TaskArg>,
+        /// Classification: an ImageFolder tree (one folder per class label) or a
+        /// labels.tsv list. Detection: a folder of images with YOLO txt labels
+        /// (beside each image or in a sibling labels/ folder).
         #[arg(long)]
         dataset: PathBuf,
+        /// Detection without labels: measure agreement with this model's boxes
+        /// (e.g. the FP32 model when evaluating INT8).
+        #[arg(long = "reference-model")]
+        reference_model: Option<PathBuf>,
         /// Public key trusted to sign the package (.opk models).
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<PathBuf>,
@@ -180,11 +216,7 @@ fn main() -> Result<()> {
             int8,
             default_precision,
         } => {
-            let task = match task {
-                TaskArg::Classification => Task::Classification,
-                TaskArg::Detection => Task::Detection,
-                TaskArg::Raw => Task::Raw,
-            };
+            let task = task.task();
             let preprocess: Preprocess = read_json(&preprocess, "preprocess")?;
             let decoder: Option<DecoderSpec> =
                 decoder.map(|p| read_json(&p, "decoder")).transpose()?;
@@ -205,6 +237,34 @@ fn main() -> Result<()> {
                 .with_context(|| format!("cannot package {}", request.model.display()))?;
             write_atomically(&out, &bytes)?;
             println!("wrote {} ({} bytes)", out.display(), bytes.len());
+        }
+        Command::Inspect {
+            model,
+            input_shape,
+            target,
+            json,
+        } => {
+            let onnx = std::fs::read(&model)
+                .with_context(|| format!("cannot read {}", model.display()))?;
+            let shape = input_shape
+                .as_deref()
+                .map(inspect::parse_shape)
+                .transpose()?;
+            let mut report = inspect::inspect(&onnx, shape.as_deref())?;
+            if let Some(t) = &target {
+                if !inspect::TARGETS.contains(&t.as_str()) {
+                    anyhow::bail!(
+                        "unknown target {t}; known targets: {}",
+                        inspect::TARGETS.join(", ")
+                    );
+                }
+                report.unsupported.retain(|k, _| k == t);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", inspect::render_text(&report));
+            }
         }
         Command::Quantize {
             model,
@@ -262,58 +322,121 @@ fn main() -> Result<()> {
             preprocess,
             labels,
             decoder,
+            task,
             dataset,
+            reference_model,
             trusted_keys,
             threads,
             json,
         } => {
-            // Top-5 needs five classes back, whatever the package's own settings.
-            let config = Config {
+            let parts = ModelParts {
+                preprocess,
+                labels,
+                decoder,
+                task: task.map(TaskArg::task).unwrap_or(Task::Classification),
+            };
+            let trusted = (!trusted_keys.is_empty()).then_some(trusted_keys);
+            // Top-5 needs five classes back; mAP needs every box down to a low score.
+            let config = |threshold: f32| Config {
                 threads,
-                threshold: Some(0.0),
+                threshold: Some(threshold),
                 top_k: Some(5),
-                trusted_keys: (!trusted_keys.is_empty()).then_some(trusted_keys),
+                trusted_keys: trusted.clone(),
                 ..Config::default()
             };
-            let is_package = model.is_dir() || model.extension().is_some_and(|e| e == "opk");
-            let predictor = if is_package {
-                Predictor::open(&model, &config).map_err(coded)?
-            } else {
-                let preprocess =
-                    preprocess.context("--preprocess is required for an ONNX model")?;
-                let request = PackageRequest {
-                    model: model.clone(),
-                    labels: Some(labels.context("--labels is required for an ONNX model")?),
-                    task: Task::Classification,
-                    preprocess: read_json(&preprocess, "preprocess")?,
-                    decoder: decoder.map(|p| read_json(&p, "decoder")).transpose()?,
-                    name: None,
-                    version: "unpackaged".into(),
-                    threshold: None,
-                    int8_model: None,
-                    default_precision: None,
-                };
-                let (manifest, onnx) = checked_manifest(&request)
-                    .with_context(|| format!("cannot load {}", model.display()))?;
-                Predictor::from_parts(manifest, &onnx, config.resolve().map_err(coded)?)
-                    .map_err(coded)?
-            };
-            if predictor.manifest().task != Task::Classification {
-                anyhow::bail!(
-                    "evaluate measures classification models so far; this one is {}",
-                    predictor.manifest().task.as_str()
-                );
-            }
-            let samples = load_classification(&dataset, &predictor.manifest().labels)?;
-            let report = evaluate_classification(&predictor, &samples, !json)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", render_text(&report));
+            let probe = load_predictor(&model, &parts, &config(0.0))?;
+            match probe.manifest().task {
+                Task::Classification => {
+                    let samples = load_classification(&dataset, &probe.manifest().labels)?;
+                    let report = evaluate_classification(&probe, &samples, !json)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", render_text(&report));
+                    }
+                }
+                Task::Detection => {
+                    let predictor = load_predictor(
+                        &model,
+                        &parts,
+                        &Config {
+                            top_k: None,
+                            ..config(0.001)
+                        },
+                    )?;
+                    let reference = reference_model
+                        .map(|m| {
+                            load_predictor(
+                                &m,
+                                &parts,
+                                &Config {
+                                    threshold: None,
+                                    top_k: None,
+                                    ..config(0.0)
+                                },
+                            )
+                        })
+                        .transpose()?;
+                    let truth = match &reference {
+                        Some(r) => Truth::Reference(r),
+                        None => Truth::YoloTxt,
+                    };
+                    let images = quantize::calibration_images(&dataset)?;
+                    let report = evaluate_detection(&predictor, &images, truth, !json)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", render_detection(&report));
+                    }
+                }
+                Task::Raw => anyhow::bail!("evaluate needs a classification or detection model"),
             }
         }
     }
     Ok(())
+}
+
+/// What an unpackaged ONNX model needs beside itself.
+struct ModelParts {
+    preprocess: Option<PathBuf>,
+    labels: Option<PathBuf>,
+    decoder: Option<PathBuf>,
+    task: Task,
+}
+
+/// A predictor for a signed package (`.opk` or directory) or a bare ONNX model.
+fn load_predictor(model: &Path, parts: &ModelParts, config: &Config) -> Result<Predictor> {
+    if model.is_dir() || model.extension().is_some_and(|e| e == "opk") {
+        return Predictor::open(model, config).map_err(coded);
+    }
+    let preprocess = parts
+        .preprocess
+        .as_ref()
+        .context("--preprocess is required for an ONNX model")?;
+    let request = PackageRequest {
+        model: model.to_path_buf(),
+        labels: Some(
+            parts
+                .labels
+                .clone()
+                .context("--labels is required for an ONNX model")?,
+        ),
+        task: parts.task,
+        preprocess: read_json(preprocess, "preprocess")?,
+        decoder: parts
+            .decoder
+            .as_ref()
+            .map(|p| read_json(p, "decoder"))
+            .transpose()?,
+        name: None,
+        version: "unpackaged".into(),
+        threshold: None,
+        int8_model: None,
+        default_precision: None,
+    };
+    let (manifest, onnx) =
+        checked_manifest(&request).with_context(|| format!("cannot load {}", model.display()))?;
+    Predictor::from_parts(manifest, &onnx, config.resolve().map_err(coded)?).map_err(coded)
 }
 
 /// Keeps a runtime error's stable code in the message.

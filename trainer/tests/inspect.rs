@@ -7,6 +7,43 @@
 //! Cross-checks against published figures: EfficientNet-Lite0 has 4.65 M parameters and
 //! about 0.4 G MACs at 224; this YOLOv8 model is the "s" size (11.2 M parameters, 28.6
 //! GFLOPs at 640 for 80 classes).
+//!
+//! The script (`pip install onnx onnxruntime numpy`; argument `MODEL.onnx@1x3x224x224`):
+//!
+//! ```text
+//! import sys, onnx, numpy as np, onnxruntime as ort
+//! from onnx import helper, TensorProto as T
+//! FLOAT = {T.FLOAT, T.FLOAT16, T.DOUBLE, T.BFLOAT16}
+//! path, s = sys.argv[1].split("@"); shape = [int(v) for v in s.split("x")]
+//! m = onnx.load(path); g = m.graph
+//! params = sum(int(np.prod(t.dims)) for t in g.initializer if t.data_type in FLOAT)
+//! for n in g.node:
+//!     for a in n.attribute if n.op_type == "Constant" else []:
+//!         if a.name == "value" and a.t.data_type in FLOAT: params += int(np.prod(a.t.dims))
+//!         if a.name == "value_float": params += 1
+//!         if a.name == "value_floats": params += len(a.floats)
+//! names = [o for n in g.node for o in n.output if o]
+//! del g.output[:]; g.output.extend(helper.make_empty_tensor_value_info(o) for o in names)
+//! inits = {t.name for t in g.initializer}
+//! x = [i.name for i in g.input if i.name not in inits][0]
+//! sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+//! outs = sess.run(None, {x: np.random.rand(*shape).astype(np.float32)})
+//! shp = {**dict(zip(names, [o.shape for o in outs])), x: tuple(shape),
+//!        **{t.name: tuple(t.dims) for t in g.initializer}}
+//! macs = 0
+//! for n in g.node:
+//!     at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+//!     if n.op_type == "Conv":
+//!         macs += int(np.prod(shp[n.output[0]])) * int(np.prod(shp[n.input[1]][1:]))
+//!     elif n.op_type == "ConvTranspose":
+//!         macs += int(np.prod(shp[n.input[0]])) * int(np.prod(shp[n.input[1]][1:]))
+//!     elif n.op_type == "Gemm":
+//!         a = shp[n.input[0]]
+//!         macs += int(np.prod(shp[n.output[0]])) * (a[0] if at.get("transA") else a[1])
+//!     elif n.op_type == "MatMul":
+//!         macs += int(np.prod(shp[n.output[0]])) * shp[n.input[0]][-1]
+//! print(params, macs)
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -179,6 +216,21 @@ fn unsupported_operator_is_listed() {
 }
 
 #[test]
+fn quantised_weights_count_and_shape_tensors_do_not() {
+    // y = Conv(x, DequantizeLinear(w_int8, w_scale, w_zero_point), b), x [1, 1, 5, 5].
+    let i = inspect(&qdq_conv_model(), None).expect("inspect qdq conv");
+    // int8 w (18) + float bias (2); the scale, the zero point and the int64 initializer
+    // are not weights.
+    assert_eq!(i.parameters, 18 + 2);
+    assert_eq!(i.parameter_bytes, 18 + 2 * 4);
+    // y [1, 2, 3, 3] x (1 input channel x 3 x 3 kernel).
+    assert_eq!(i.macs, 18 * 9);
+    assert_eq!(i.outputs[0].shape, fixed(&[1, 2, 3, 3]));
+    assert!(i.runs_on("cpu"), "{:?}", i.unsupported);
+    assert_eq!(i.operators["DequantizeLinear"], 1);
+}
+
+#[test]
 fn json_has_the_documented_keys() {
     let i = efficientnet();
     let v: serde_json::Value = serde_json::to_value(&i).unwrap();
@@ -238,9 +290,13 @@ fn field_int(tag: u32, v: u64, out: &mut Vec<u8>) {
 }
 
 fn value_info(name: &str) -> Vec<u8> {
-    // TypeProto.Tensor { elem_type = FLOAT, shape = [1, 4] }
+    value_info_shaped(name, &[1, 4])
+}
+
+fn value_info_shaped(name: &str, dims: &[u64]) -> Vec<u8> {
+    // TypeProto.Tensor { elem_type = FLOAT, shape = dims }
     let mut shape = Vec::new();
-    for d in [1u64, 4] {
+    for &d in dims {
         let mut dim = Vec::new();
         field_int(1, d, &mut dim);
         field_bytes(1, &dim, &mut shape);
@@ -283,5 +339,66 @@ fn tiny_model(op_type: &str, domain: &str) -> Vec<u8> {
         field_int(2, 1, &mut custom);
         field_bytes(8, &custom, &mut m);
     }
+    m
+}
+
+fn node(inputs: &[&str], output: &str, op_type: &str) -> Vec<u8> {
+    let mut n = Vec::new();
+    for i in inputs {
+        field_bytes(1, i.as_bytes(), &mut n);
+    }
+    field_bytes(2, output.as_bytes(), &mut n);
+    field_bytes(3, output.as_bytes(), &mut n);
+    field_bytes(4, op_type.as_bytes(), &mut n);
+    n
+}
+
+fn initializer(name: &str, data_type: u64, dims: &[u64], raw: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for &d in dims {
+        field_int(1, d, &mut t);
+    }
+    field_int(2, data_type, &mut t);
+    field_bytes(8, name.as_bytes(), &mut t);
+    field_bytes(9, raw, &mut t);
+    t
+}
+
+fn qdq_conv_model() -> Vec<u8> {
+    const FLOAT: u64 = 1;
+    const INT8: u64 = 3;
+    const INT64: u64 = 7;
+    let mut graph = Vec::new();
+    field_bytes(
+        1,
+        &node(&["w_q", "w_scale", "w_zp"], "w", "DequantizeLinear"),
+        &mut graph,
+    );
+    field_bytes(1, &node(&["x", "w", "b"], "y", "Conv"), &mut graph);
+    field_bytes(2, b"g", &mut graph);
+    let w: Vec<u8> = (0..18).map(|v| v as u8).collect();
+    let inits = [
+        initializer("w_q", INT8, &[2, 1, 3, 3], &w),
+        initializer("w_scale", FLOAT, &[], &0.5f32.to_le_bytes()),
+        initializer("w_zp", INT8, &[], &[0]),
+        initializer("b", FLOAT, &[2], &[0u8; 8]),
+        initializer(
+            "unused_shape",
+            INT64,
+            &[2],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ];
+    for t in &inits {
+        field_bytes(5, t, &mut graph);
+    }
+    field_bytes(11, &value_info_shaped("x", &[1, 1, 5, 5]), &mut graph);
+    field_bytes(12, &value_info_shaped("y", &[1, 2, 3, 3]), &mut graph);
+    let mut opset = Vec::new();
+    field_int(2, 13, &mut opset);
+    let mut m = Vec::new();
+    field_int(1, 8, &mut m);
+    field_bytes(7, &graph, &mut m);
+    field_bytes(8, &opset, &mut m);
     m
 }
