@@ -315,6 +315,13 @@ fn main() -> Result<()> {
                     bytes.len() as f64 / 1e6,
                     bytes.len() as f64 / onnx.len() as f64 * 100.0
                 );
+                println!("layers furthest from FP32 on the calibration set (--skip-node keeps one in FP32):");
+                for l in summary.layers.iter().take(5) {
+                    println!(
+                        "  {:<40} {:<6} cosine {:.5}  relative error {:.4}",
+                        l.node, l.op, l.cosine, l.relative_error
+                    );
+                }
             }
         }
         Command::Evaluate {

@@ -78,7 +78,21 @@ fn every_method_gives_a_deterministic_qdq_model_close_to_fp32() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(summary["calibration_images"], 2);
-        assert!(summary["quantized_nodes"].as_array().unwrap().len() > 10);
+        let quantized = summary["quantized_nodes"].as_array().unwrap().len();
+        assert!(quantized > 10);
+        // One comparison per quantised node, worst (lowest cosine) first.
+        let layers = summary["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), quantized);
+        let cosines: Vec<f64> = layers
+            .iter()
+            .map(|l| l["cosine"].as_f64().unwrap())
+            .collect();
+        assert!(cosines.windows(2).all(|w| w[0] <= w[1]), "{cosines:?}");
+        assert!(cosines.iter().all(|c| c.abs() <= 1.0 + 1e-9), "{cosines:?}");
+        if method == "minmax" {
+            assert!(cosines[0] > 0.9, "worst layer cosine {}", cosines[0]);
+        }
+        assert!(layers[0]["relative_error"].as_f64().unwrap() > 0.0);
         let o = quantize(dir.path(), &cls_model(), "b.onnx", &["--method", method]);
         assert!(o.status.success());
         let a = std::fs::read(dir.path().join("a.onnx")).unwrap();

@@ -125,41 +125,46 @@ impl Observer {
 
 /// TensorRT's entropy calibration on a histogram of |x|: the fraction (0..1] of the
 /// histogram's range whose clipped, 128-level quantisation diverges least (KL) from
-/// the original distribution.
+/// the original distribution. Follows MXNet's implementation of the method, with
+/// one change: the first bin (exact zeros, e.g. after ReLU) is left out. Zero is
+/// always represented exactly, and a zero spike merged into the first level would
+/// otherwise make any wide range look costly.
 pub fn entropy_threshold(hist: &[u64]) -> f32 {
     let n = hist.len();
-    if n < TARGET_LEVELS || hist.iter().all(|&c| c == 0) {
+    let mut hist: Vec<f64> = hist.iter().map(|&c| c as f64).collect();
+    if let Some(first) = hist.first_mut() {
+        *first = 0.0;
+    }
+    if n < TARGET_LEVELS || hist.iter().all(|&c| c == 0.0) {
         return 1.0;
     }
     let mut best = (f64::INFINITY, n);
     for i in TARGET_LEVELS..=n {
         // Reference distribution: the first i bins, the outliers folded into the last.
-        let mut p: Vec<f64> = hist[..i].iter().map(|&c| c as f64).collect();
-        p[i - 1] += hist[i..].iter().map(|&c| c as f64).sum::<f64>();
-        // Candidate: the first i bins merged into 128 levels, then expanded back over
-        // the bins that were non-zero.
+        let mut p = hist[..i].to_vec();
+        p[i - 1] += hist[i..].iter().sum::<f64>();
+        // Candidate: the first i bins (without the outliers) merged into 128 levels,
+        // then spread back over the bins where the reference is non-zero.
         let mut q = vec![0.0f64; i];
-        let per = i as f64 / TARGET_LEVELS as f64;
+        let per = i / TARGET_LEVELS;
         for level in 0..TARGET_LEVELS {
-            let start = (level as f64 * per) as usize;
+            let start = level * per;
             let end = if level == TARGET_LEVELS - 1 {
                 i
             } else {
-                ((level + 1) as f64 * per) as usize
+                start + per
             };
-            // From the clipped histogram without the folded outliers (as MXNet and
-            // TensorRT do): clipping then costs what the outliers carry.
-            let sum: f64 = hist[start..end].iter().map(|&c| c as f64).sum();
-            let nonzero = hist[start..end].iter().filter(|&&c| c > 0).count();
+            let sum: f64 = hist[start..end].iter().sum();
+            let nonzero = p[start..end].iter().filter(|&&c| c > 0.0).count();
             if nonzero > 0 {
                 for j in start..end {
-                    if hist[j] > 0 {
+                    if p[j] > 0.0 {
                         q[j] = sum / nonzero as f64;
                     }
                 }
             }
         }
-        let kl = kl_divergence(&p, &q);
+        let kl = kl_divergence(&smooth(&p), &smooth(&q));
         if kl < best.0 {
             best = (kl, i);
         }
@@ -167,24 +172,39 @@ pub fn entropy_threshold(hist: &[u64]) -> f32 {
     best.1 as f32 / n as f32
 }
 
+/// Moves a little mass onto empty bins so the divergence stays finite (MXNet's
+/// `_smooth_distribution`, eps 1e-4).
+fn smooth(p: &[f64]) -> Vec<f64> {
+    const EPS: f64 = 1e-4;
+    let total: f64 = p.iter().sum();
+    if total == 0.0 {
+        return p.to_vec();
+    }
+    let p: Vec<f64> = p.iter().map(|v| v / total).collect();
+    let zeros = p.iter().filter(|&&v| v == 0.0).count();
+    let nonzeros = p.len() - zeros;
+    if zeros == 0 || nonzeros == 0 {
+        return p;
+    }
+    let take = EPS * zeros as f64 / nonzeros as f64;
+    p.iter()
+        .map(|&v| if v == 0.0 { EPS } else { (v - take).max(EPS) })
+        .collect()
+}
+
 fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
     let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
     if ps == 0.0 || qs == 0.0 {
         return f64::INFINITY;
     }
-    let mut kl = 0.0;
-    for (&a, &b) in p.iter().zip(q) {
-        if a > 0.0 {
+    p.iter()
+        .zip(q)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(a, b)| {
             let (a, b) = (a / ps, b / qs);
-            if b == 0.0 {
-                // A value the candidate cannot represent: heavy penalty, as TensorRT does.
-                kl += a * (a / 1e-10).ln();
-            } else {
-                kl += a * (a / b).ln();
-            }
-        }
-    }
-    kl
+            a * (a / b).ln()
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -215,6 +235,16 @@ mod tests {
         assert_eq!(lo, 0.0);
         assert!(hi < 2.0, "outlier kept: {hi}");
         assert!(hi >= 0.49, "bulk clipped: {hi}");
+    }
+
+    #[test]
+    fn entropy_ignores_a_spike_of_zeros() {
+        // ReLU-like: 60% exact zeros, the rest spread over (0, 6].
+        let mut v = vec![0.0f32; 120_000];
+        v.extend((0..80_000).map(|i| 6.0 * ((i % 8000) as f32 + 1.0) / 8000.0));
+        let (lo, hi) = observed(&v).range(Method::Entropy);
+        assert_eq!(lo, 0.0);
+        assert!(hi > 4.0, "a uniform spread was clipped to {hi}");
     }
 
     #[test]

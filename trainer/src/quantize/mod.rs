@@ -1,6 +1,7 @@
 //! `quantize`: post-training static INT8 in QDQ form, calibrated on images with
 //! the package's own preprocessing.
 
+pub mod analysis;
 pub mod calibrate;
 pub mod fold;
 pub mod qdq;
@@ -54,6 +55,8 @@ pub struct QuantizeSummary {
     pub folded_batch_norms: usize,
     /// Activation ranges chosen, by tensor.
     pub ranges: BTreeMap<String, (f32, f32)>,
+    /// Per quantised node: its output under INT8 against FP32, worst first.
+    pub layers: Vec<analysis::LayerError>,
 }
 
 /// The image files of a calibration folder, sorted (recursively).
@@ -142,16 +145,44 @@ pub fn quantize(
     tensors.sort();
     tensors.dedup();
 
-    let (observers, used, skipped) = observe(&folded, preprocess, images, &tensors, options)?;
+    let passes = if options.method == Method::MinMax {
+        1
+    } else {
+        2
+    };
+    let bar = progress_bar(
+        options.progress,
+        images.len() as u64 * (passes + 2),
+        "calibrating",
+    );
+    let (inputs, skipped) = prepare_images(preprocess, images, &bar)?;
+    let observers = observe(&folded, preprocess, &inputs, &tensors, options.method, &bar)?;
     let ranges: BTreeMap<String, (f32, f32)> = tensors
         .iter()
         .zip(&observers)
         .map(|(t, o)| (t.clone(), o.range(options.method)))
         .collect();
+    // The tensors to compare afterwards: each quantised node's first output.
+    let outputs: Vec<String> = targets
+        .iter()
+        .map(|t| graph.node[t.node].output[0].clone())
+        .collect();
     qdq::rewrite(graph, &targets, &ranges, per_channel)?;
+    let quantized = proto.encode_to_vec();
+    // Each quantised node's output, INT8 against FP32, on the calibration set.
+    let layers = analysis::compare_layers(
+        &folded,
+        &quantized,
+        preprocess.tensor_shape(),
+        &inputs,
+        &targets,
+        &outputs,
+        &bar,
+    )?;
+    bar.finish_and_clear();
     let summary = QuantizeSummary {
         method: options.method,
-        calibration_images: used,
+        calibration_images: inputs.len(),
         skipped_images: skipped,
         quantized_nodes: targets.iter().map(|t| t.name.clone()).collect(),
         kept_fp32: all
@@ -162,50 +193,80 @@ pub fn quantize(
         per_channel,
         folded_batch_norms,
         ranges,
+        layers,
     };
-    Ok((proto.encode_to_vec(), summary))
+    Ok((quantized, summary))
 }
 
-/// Runs the FP32 model over the images and observes each named tensor.
-fn observe(
-    onnx: &[u8],
+/// A model planned to return chosen intermediate tensors, for calibration and
+/// layer-by-layer comparison.
+pub struct Probe {
+    plan: std::sync::Arc<TypedRunnableModel>,
+    shape: [usize; 4],
+}
+
+impl Probe {
+    /// Plans `onnx` at the preprocessing's input shape, returning `tensors`.
+    pub fn new(onnx: &[u8], shape: [usize; 4], tensors: &[String]) -> Result<Probe> {
+        let load = |e: TractError| outpost_runtime::Error::ModelLoad(format!("{e:#}"));
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &onnx[..])
+            .map_err(load)?;
+        model
+            .set_input_fact(0, f32::fact(shape).into())
+            .map_err(load)?;
+        let inputs = model.input_outlets().map_err(load)?.to_vec();
+        let outlets = tensors
+            .iter()
+            .map(|t| {
+                // Graph inputs are source nodes named after the tensor, without a label.
+                let input = inputs.iter().find(|o| model.node(o.node).name == *t);
+                input
+                    .copied()
+                    .or_else(|| model.find_outlet_label(t))
+                    .ok_or_else(|| {
+                        TrainerError::Invalid(format!("tensor {t} is not an output of any node"))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        model.select_output_outlets(&outlets).map_err(load)?;
+        let plan = model
+            .into_optimized()
+            .map_err(load)?
+            .into_runnable()
+            .map_err(load)?;
+        Ok(Probe { plan, shape })
+    }
+
+    /// Runs one input; calls `f(i, values)` for each requested tensor in order.
+    pub fn run(&self, data: &[f32], mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+        let t = ArrayD::from_shape_vec(IxDyn(&self.shape), data.to_vec())
+            .map_err(|e| TrainerError::Invalid(e.to_string()))?
+            .into_tensor();
+        let outs = self
+            .plan
+            .run(tvec!(t.into_tvalue()))
+            .map_err(|e| outpost_runtime::Error::Inference(format!("{e:#}")))?;
+        for (i, v) in outs.iter().enumerate() {
+            let view = v
+                .to_plain_array_view::<f32>()
+                .map_err(|e| TrainerError::Invalid(format!("{e:#}")))?;
+            match view.as_slice() {
+                Some(s) => f(i, s),
+                None => f(i, &view.iter().copied().collect::<Vec<_>>()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes and preprocesses images; unreadable ones are reported by name and left out.
+pub fn prepare_images(
     preprocess: &Preprocess,
     images: &[PathBuf],
-    tensors: &[String],
-    options: &QuantizeOptions,
-) -> Result<(Vec<calibrate::Observer>, usize, Vec<String>)> {
-    let load = |e: TractError| outpost_runtime::Error::ModelLoad(format!("{e:#}"));
-    let shape = preprocess.tensor_shape();
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])
-        .map_err(load)?;
-    model
-        .set_input_fact(0, f32::fact(shape).into())
-        .map_err(load)?;
-    let inputs = model.input_outlets().map_err(load)?.to_vec();
-    let outlets = tensors
-        .iter()
-        .map(|t| {
-            // Graph inputs are source nodes named after the tensor, without a label.
-            let input = inputs.iter().find(|o| model.node(o.node).name == *t);
-            input
-                .copied()
-                .or_else(|| model.find_outlet_label(t))
-                .ok_or_else(|| {
-                    TrainerError::Invalid(format!("tensor {t} is not an output of any node"))
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    model.select_output_outlets(&outlets).map_err(load)?;
-    let plan = model
-        .into_optimized()
-        .map_err(load)?
-        .into_runnable()
-        .map_err(load)?;
-
-    // Preprocess once; both passes reuse the tensors.
+    bar: &ProgressBar,
+) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
     let pre = Preprocessor::new(preprocess.clone());
-    let bar = progress_bar(options.progress, images.len() as u64 * 2, "calibrating");
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
     for path in images {
@@ -218,7 +279,7 @@ fn observe(
                     .map_err(|e| format!("error {}: {e}", e.code()))
             });
         match prepared {
-            Ok(p) => inputs.push(p),
+            Ok(p) => inputs.push(p.data),
             Err(why) => {
                 bar.suspend(|| eprintln!("skipping {}: {why}", path.display()));
                 skipped.push(path.display().to_string());
@@ -230,42 +291,31 @@ fn observe(
             "no calibration image could be read".into(),
         ));
     }
+    Ok((inputs, skipped))
+}
+
+/// Runs the FP32 model over the inputs and observes each named tensor.
+fn observe(
+    onnx: &[u8],
+    preprocess: &Preprocess,
+    inputs: &[Vec<f32>],
+    tensors: &[String],
+    method: Method,
+    bar: &ProgressBar,
+) -> Result<Vec<calibrate::Observer>> {
+    let probe = Probe::new(onnx, preprocess.tensor_shape(), tensors)?;
     let mut observers = vec![calibrate::Observer::default(); tensors.len()];
-    let run = |data: &[f32]| -> Result<TVec<TValue>> {
-        let t = ArrayD::from_shape_vec(IxDyn(&shape), data.to_vec())
-            .map_err(|e| TrainerError::Invalid(e.to_string()))?
-            .into_tensor();
-        plan.run(tvec!(t.into_tvalue()))
-            .map_err(|e| outpost_runtime::Error::Inference(format!("{e:#}")).into())
-    };
-    let with_values = |v: &TValue, f: &mut dyn FnMut(&[f32])| -> Result<()> {
-        let view = v
-            .to_plain_array_view::<f32>()
-            .map_err(|e| TrainerError::Invalid(format!("{e:#}")))?;
-        match view.as_slice() {
-            Some(s) => f(s),
-            None => f(&view.iter().copied().collect::<Vec<_>>()),
-        }
-        Ok(())
-    };
-    for p in &inputs {
-        let outs = run(&p.data)?;
-        for (o, v) in observers.iter_mut().zip(&outs) {
-            with_values(v, &mut |s| o.observe_range(s))?;
-        }
+    for data in inputs {
+        probe.run(data, |i, v| observers[i].observe_range(v))?;
         bar.inc(1);
     }
-    if !matches!(options.method, Method::MinMax) {
-        for p in &inputs {
-            let outs = run(&p.data)?;
-            for (o, v) in observers.iter_mut().zip(&outs) {
-                with_values(v, &mut |s| o.observe_histogram(s))?;
-            }
+    if !matches!(method, Method::MinMax) {
+        for data in inputs {
+            probe.run(data, |i, v| observers[i].observe_histogram(v))?;
             bar.inc(1);
         }
     }
-    bar.finish_and_clear();
-    Ok((observers, inputs.len(), skipped))
+    Ok(observers)
 }
 
 /// A progress bar on stderr, or a hidden one.
