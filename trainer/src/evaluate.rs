@@ -202,9 +202,166 @@ pub fn render_text(r: &ClassificationReport) -> String {
 pub enum Truth<'a> {
     /// Another model's detections (e.g. FP32 when evaluating INT8): agreement.
     Reference(&'a Predictor),
-    /// YOLO txt files (`class cx cy w h`, 0..1) named after each image, beside it
-    /// or in a sibling `labels/` folder.
-    YoloTxt,
+    /// Per-image label files, named after each image: YOLO txt (`class cx cy w h`,
+    /// 0..1) beside it or in a sibling `labels/` folder, or Pascal VOC xml beside
+    /// it or in a sibling `Annotations/` folder.
+    LabelFiles,
+    /// A COCO json file (`images`, `annotations` with pixel `bbox`, `categories`
+    /// named as the model's labels).
+    Coco(CocoIndex),
+}
+
+/// Boxes of a COCO json file, by image file name, as class indices and 0..1 corners.
+#[derive(Debug, Default)]
+pub struct CocoIndex {
+    by_file: std::collections::HashMap<String, Vec<crate::metrics::Labelled>>,
+}
+
+impl CocoIndex {
+    /// Reads a COCO json file; category names must be labels of the model.
+    pub fn load(path: &std::path::Path, labels: &[String]) -> Result<CocoIndex> {
+        #[derive(serde::Deserialize)]
+        struct Image {
+            id: u64,
+            file_name: String,
+            width: f64,
+            height: f64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Annotation {
+            image_id: u64,
+            category_id: u64,
+            bbox: [f64; 4],
+        }
+        #[derive(serde::Deserialize)]
+        struct Category {
+            id: u64,
+            name: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Coco {
+            images: Vec<Image>,
+            annotations: Vec<Annotation>,
+            categories: Vec<Category>,
+        }
+        let text = std::fs::read(path).map_err(crate::io_err(path))?;
+        let coco: Coco = serde_json::from_slice(&text).map_err(|e| {
+            TrainerError::Invalid(format!(
+                "{}: not a COCO annotation file: {e}",
+                path.display()
+            ))
+        })?;
+        let mut class_of = std::collections::HashMap::new();
+        for c in &coco.categories {
+            let index = labels.iter().position(|l| *l == c.name).ok_or_else(|| {
+                TrainerError::Invalid(format!(
+                    "{}: category {:?} is not a label of the model",
+                    path.display(),
+                    c.name
+                ))
+            })?;
+            class_of.insert(c.id, index);
+        }
+        let images: std::collections::HashMap<u64, &Image> =
+            coco.images.iter().map(|i| (i.id, i)).collect();
+        let mut index = CocoIndex::default();
+        for im in &coco.images {
+            index.by_file.entry(base_name(&im.file_name)).or_default();
+        }
+        for a in &coco.annotations {
+            let (Some(im), Some(&class)) = (images.get(&a.image_id), class_of.get(&a.category_id))
+            else {
+                return Err(TrainerError::Invalid(format!(
+                    "{}: annotation names an unknown image {} or category {}",
+                    path.display(),
+                    a.image_id,
+                    a.category_id
+                )));
+            };
+            let [x, y, w, h] = a.bbox;
+            index
+                .by_file
+                .entry(base_name(&im.file_name))
+                .or_default()
+                .push(crate::metrics::Labelled {
+                    class,
+                    rect: [
+                        (x / im.width) as f32,
+                        (y / im.height) as f32,
+                        ((x + w) / im.width) as f32,
+                        ((y + h) / im.height) as f32,
+                    ],
+                });
+        }
+        Ok(index)
+    }
+}
+
+fn base_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The Pascal VOC xml for an image: `stem.xml` beside it, or in `../Annotations/`.
+fn voc_file(image: &std::path::Path) -> Option<std::path::PathBuf> {
+    let xml = image.with_extension("xml");
+    if xml.exists() {
+        return Some(xml);
+    }
+    let annotations = image
+        .parent()?
+        .parent()?
+        .join("Annotations")
+        .join(xml.file_name()?);
+    annotations.exists().then_some(annotations)
+}
+
+fn read_voc_xml(
+    path: &std::path::Path,
+    labels: &[String],
+) -> Result<Vec<crate::metrics::Labelled>> {
+    let text = std::fs::read_to_string(path).map_err(crate::io_err(path))?;
+    let bad = |why: String| TrainerError::Invalid(format!("{}: {why}", path.display()));
+    let doc = roxmltree::Document::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let root = doc.root_element();
+    fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+        n.children().find(|c| c.has_tag_name(name))
+    }
+    let number = |n: roxmltree::Node<'_, '_>, name: &str| -> Result<f64> {
+        child(n, name)
+            .and_then(|c| c.text())
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .ok_or_else(|| bad(format!("missing or bad <{name}>")))
+    };
+    let size = child(root, "size").ok_or_else(|| bad("no <size>".into()))?;
+    let (w, h) = (number(size, "width")?, number(size, "height")?);
+    if w <= 0.0 || h <= 0.0 {
+        return Err(bad("<size> must be positive".into()));
+    }
+    let mut out = Vec::new();
+    for object in root.children().filter(|c| c.has_tag_name("object")) {
+        let name = child(object, "name")
+            .and_then(|c| c.text())
+            .map(str::trim)
+            .ok_or_else(|| bad("<object> without <name>".into()))?;
+        let class = labels
+            .iter()
+            .position(|l| l == name)
+            .ok_or_else(|| bad(format!("object {name:?} is not a label of the model")))?;
+        let b = child(object, "bndbox").ok_or_else(|| bad("<object> without <bndbox>".into()))?;
+        out.push(crate::metrics::Labelled {
+            class,
+            rect: [
+                (number(b, "xmin")? / w) as f32,
+                (number(b, "ymin")? / h) as f32,
+                (number(b, "xmax")? / w) as f32,
+                (number(b, "ymax")? / h) as f32,
+            ],
+        });
+    }
+    Ok(out)
 }
 
 /// The result of a detection evaluation.
@@ -222,7 +379,7 @@ pub struct DetectionReport {
     pub truth_boxes: usize,
     /// Predicted boxes.
     pub predicted_boxes: usize,
-    /// What the ground truth was: `reference-model` or `yolo-txt`.
+    /// What the ground truth was: `reference-model`, `label-files` or `coco-json`.
     pub truth: String,
     /// Unreadable or corrupt images, reported by name.
     pub skipped: Vec<Skipped>,
@@ -337,10 +494,17 @@ pub fn evaluate_detection(
                 .infer(ImageInput::Encoded(&bytes))
                 .map(|p| boxes(&p).into_iter().map(|s| s.b).collect())
                 .map_err(TrainerError::from)?,
-            Truth::YoloTxt => match yolo_label_file(path) {
-                Some(f) => read_yolo_txt(&f, classes)?,
-                None => Vec::new(),
+            Truth::LabelFiles => match (yolo_label_file(path), voc_file(path)) {
+                (Some(f), _) => read_yolo_txt(&f, classes)?,
+                (None, Some(f)) => read_voc_xml(&f, &predictor.manifest().labels)?,
+                (None, None) => Vec::new(),
             },
+            Truth::Coco(index) => {
+                let name = base_name(&path.to_string_lossy());
+                index.by_file.get(&name).cloned().ok_or_else(|| {
+                    TrainerError::Invalid(format!("{name} is not in the COCO annotation file"))
+                })?
+            }
         };
         per_image.push(crate::metrics::ImageBoxes {
             predicted,
@@ -363,7 +527,8 @@ pub fn evaluate_detection(
         predicted_boxes: m.predicted_boxes,
         truth: match truth {
             Truth::Reference(_) => "reference-model".into(),
-            Truth::YoloTxt => "yolo-txt".into(),
+            Truth::LabelFiles => "label-files".into(),
+            Truth::Coco(_) => "coco-json".into(),
         },
         skipped,
     })

@@ -8,7 +8,7 @@ use outpost_runtime::package::manifest::{DecoderSpec, Precision, Preprocess, Tas
 use outpost_runtime::{Config, Predictor};
 use outpost_trainer::dataset::load_classification;
 use outpost_trainer::evaluate::{
-    evaluate_classification, evaluate_detection, render_detection, render_text, Truth,
+    evaluate_classification, evaluate_detection, render_detection, render_text, CocoIndex, Truth,
 };
 use outpost_trainer::packaging::checked_manifest;
 use outpost_trainer::{build_package, inspect, keys, quantize, PackageRequest};
@@ -159,13 +159,18 @@ enum Command {
         task: Option<TaskArg>,
         /// Classification: an ImageFolder tree (one folder per class label) or a
         /// labels.tsv list. Detection: a folder of images with YOLO txt labels
-        /// (beside each image or in a sibling labels/ folder).
+        /// (beside each image or in a sibling labels/ folder), Pascal VOC xml
+        /// (beside or in a sibling Annotations/ folder), or --annotations.
         #[arg(long)]
         dataset: PathBuf,
         /// Detection without labels: measure agreement with this model's boxes
         /// (e.g. the FP32 model when evaluating INT8).
         #[arg(long = "reference-model")]
         reference_model: Option<PathBuf>,
+        /// Detection: a COCO json annotation file (default: YOLO txt or VOC xml
+        /// label files found beside the images).
+        #[arg(long)]
+        annotations: Option<PathBuf>,
         /// Public key trusted to sign the package (.opk models).
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<PathBuf>,
@@ -332,6 +337,7 @@ fn main() -> Result<()> {
             task,
             dataset,
             reference_model,
+            annotations,
             trusted_keys,
             threads,
             json,
@@ -384,9 +390,12 @@ fn main() -> Result<()> {
                             )
                         })
                         .transpose()?;
-                    let truth = match &reference {
-                        Some(r) => Truth::Reference(r),
-                        None => Truth::YoloTxt,
+                    let truth = match (&reference, &annotations) {
+                        (Some(r), _) => Truth::Reference(r),
+                        (None, Some(a)) => {
+                            Truth::Coco(CocoIndex::load(a, &predictor.manifest().labels)?)
+                        }
+                        (None, None) => Truth::LabelFiles,
                     };
                     let images = quantize::calibration_images(&dataset)?;
                     let report = evaluate_detection(&predictor, &images, truth, !json)?;

@@ -80,6 +80,97 @@ fn reference_as_yolo(dir: &Path) {
     }
 }
 
+/// The same reference boxes as Pascal VOC xml (in `Annotations/`) and as one
+/// COCO json file, in pixels.
+fn reference_as_voc_and_coco(dir: &Path) {
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(shared().join("reference/yolov8_fall_detections.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("Annotations")).unwrap();
+    let (mut images, mut annotations) = (Vec::new(), Vec::new());
+    for (id, (name, boxes)) in reference.as_object().unwrap().iter().enumerate() {
+        let bytes = std::fs::read(image_path(name)).unwrap();
+        let rgb = outpost_runtime::ImageInput::Encoded(&bytes)
+            .to_rgb()
+            .unwrap();
+        let (w, h) = (f64::from(rgb.width), f64::from(rgb.height));
+        images.push(serde_json::json!({"id": id, "file_name": name, "width": w, "height": h}));
+        let mut xml = format!(
+            "<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height><depth>3</depth></size>"
+        );
+        for b in boxes.as_array().unwrap() {
+            let f = |k: &str| b[k].as_f64().unwrap();
+            let (x1, y1, x2, y2) = (f("x1") * w, f("y1") * h, f("x2") * w, f("y2") * h);
+            let label = b["label"].as_str().unwrap();
+            xml.push_str(&format!(
+                "<object><name>{label}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            ));
+            annotations.push(serde_json::json!({
+                "id": annotations.len(), "image_id": id, "category_id": b["index"].as_u64().unwrap() + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1]
+            }));
+        }
+        xml.push_str("</annotation>");
+        let stem = Path::new(name).file_stem().unwrap().to_str().unwrap();
+        std::fs::write(dir.join("Annotations").join(format!("{stem}.xml")), xml).unwrap();
+    }
+    let coco = serde_json::json!({
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "Normal"}, {"id": 2, "name": "Fall"}],
+    });
+    std::fs::write(dir.join("coco.json"), coco.to_string()).unwrap();
+}
+
+#[test]
+fn voc_xml_and_coco_json_ground_truth_give_the_same_map() {
+    let dir = tempfile::tempdir().unwrap();
+    reference_as_yolo(dir.path());
+    std::fs::remove_dir_all(dir.path().join("labels")).unwrap();
+    reference_as_voc_and_coco(dir.path());
+    let model = shared().join("models/yolov8_fall/model.onnx");
+    let voc = evaluate(dir.path(), &model, &[]);
+    assert!(
+        voc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&voc.stderr)
+    );
+    let voc: serde_json::Value = serde_json::from_slice(&voc.stdout).unwrap();
+    let coco_path = dir.path().join("coco.json");
+    let coco = evaluate(
+        dir.path(),
+        &model,
+        &["--annotations", coco_path.to_str().unwrap()],
+    );
+    assert!(
+        coco.status.success(),
+        "{}",
+        String::from_utf8_lossy(&coco.stderr)
+    );
+    let coco: serde_json::Value = serde_json::from_slice(&coco.stdout).unwrap();
+    for v in [&voc, &coco] {
+        assert_eq!(v["truth_boxes"], 8, "{v}");
+        assert!(v["map50"].as_f64().unwrap() >= 0.99, "{v}");
+    }
+    assert_eq!(voc["truth"], "label-files");
+    assert_eq!(coco["truth"], "coco-json");
+    assert!((voc["map50_95"].as_f64().unwrap() - coco["map50_95"].as_f64().unwrap()).abs() < 1e-6);
+    // A category that is not a label is refused by name.
+    std::fs::write(
+        &coco_path,
+        r#"{"images":[],"annotations":[],"categories":[{"id":1,"name":"Dog"}]}"#,
+    )
+    .unwrap();
+    let o = evaluate(
+        dir.path(),
+        &model,
+        &["--annotations", coco_path.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"Dog\""));
+}
+
 #[test]
 fn yolov8_fp32_reproduces_reference_boxes_as_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +181,7 @@ fn yolov8_fp32_reproduces_reference_boxes_as_ground_truth() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     eprintln!("{v}");
     assert_eq!(v["images"], 13);
-    assert_eq!(v["truth"], "yolo-txt");
+    assert_eq!(v["truth"], "label-files");
     assert_eq!(v["truth_boxes"], 8);
     assert!(v["map50"].as_f64().unwrap() >= 0.99, "{v}");
     assert!(v["map50_95"].as_f64().unwrap() >= 0.95, "{v}");
