@@ -30,6 +30,7 @@ pub mod results;
 pub use config::{BackendKind, Config, LogLevel, Settings};
 pub use error::{Error, Result};
 pub use image::{ImageInput, PixelFormat, RawImage, RgbImage};
+pub use package::manifest::Precision;
 pub use package::{Manifest, Package, PackageWriter, TrustedKeys};
 pub use predictor::Predictor;
 pub use results::{Classification, Detection, OutputTensor, Prediction};

@@ -3,6 +3,8 @@
 //! convolution, which follows Pillow's filter so results match the reference
 //! pipeline to within a grey level.
 
+use std::borrow::Cow;
+
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
@@ -225,10 +227,11 @@ impl Preprocessor {
     }
 }
 
-/// Bilinear (Pillow-style, antialiased) resize of packed RGB.
-fn resize(img: &RgbImage, w: u32, h: u32) -> Result<Vec<u8>> {
+/// Bilinear (Pillow-style, antialiased) resize of packed RGB; borrows when the
+/// size already fits.
+fn resize(img: &RgbImage, w: u32, h: u32) -> Result<Cow<'_, [u8]>> {
     if img.width == w && img.height == h {
-        return Ok(img.data.clone());
+        return Ok(Cow::Borrowed(&img.data));
     }
     let src = ImageRef::new(img.width, img.height, &img.data, PixelType::U8x3)
         .map_err(|e| Error::InvalidBuffer(e.to_string()))?;
@@ -237,7 +240,7 @@ fn resize(img: &RgbImage, w: u32, h: u32) -> Result<Vec<u8>> {
     Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| Error::InvalidBuffer(e.to_string()))?;
-    Ok(dst.into_vec())
+    Ok(Cow::Owned(dst.into_vec()))
 }
 
 #[cfg(test)]

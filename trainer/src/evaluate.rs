@@ -469,6 +469,7 @@ pub fn evaluate_detection(
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
+                bar.suspend(|| eprintln!("skipping {}: error 1005: {e}", path.display()));
                 skipped.push(Skipped {
                     file: path.display().to_string(),
                     error_code: 1005,

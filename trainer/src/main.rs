@@ -124,7 +124,8 @@ enum Command {
         /// How activation ranges are chosen.
         #[arg(long, value_enum, default_value_t = MethodArg::Percentile)]
         method: MethodArg,
-        /// Share of values kept inside the range by --method percentile.
+        /// --method percentile: the range runs from the (100 - P)th to the Pth
+        /// percentile of the observed values.
         #[arg(long, default_value_t = 99.99)]
         percentile: f64,
         /// Keep this node in FP32 (repeatable).
@@ -373,7 +374,7 @@ fn main() -> Result<()> {
                         &model,
                         &parts,
                         &Config {
-                            top_k: None,
+                            top_k: Some(MAP_MAX_DETECTIONS),
                             ..config(0.001)
                         },
                     )?;
@@ -384,7 +385,7 @@ fn main() -> Result<()> {
                                 &parts,
                                 &Config {
                                     threshold: None,
-                                    top_k: None,
+                                    top_k: Some(MAP_MAX_DETECTIONS),
                                     ..config(0.0)
                                 },
                             )
@@ -411,6 +412,9 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// Most boxes per image counted by mAP (as the YOLOv8 decoder's default).
+const MAP_MAX_DETECTIONS: usize = 300;
 
 /// What an unpackaged ONNX model needs beside itself.
 struct ModelParts {

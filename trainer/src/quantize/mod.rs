@@ -77,7 +77,7 @@ pub fn calibration_images(dir: &Path) -> Result<Vec<PathBuf>> {
     out.sort();
     if out.is_empty() {
         return Err(TrainerError::Invalid(format!(
-            "calibration folder {} holds no JPEG, PNG or BMP images",
+            "{} holds no JPEG, PNG or BMP images",
             dir.display()
         )));
     }
