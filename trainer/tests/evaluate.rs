@@ -1,20 +1,12 @@
 //! `outpost-trainer evaluate`: accuracy on label lists and ImageFolder trees,
 //! against onnxruntime's reference answers, with bad inputs reported.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
+use common::{shared, trainer};
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost-trainer"))
-        .args(args)
-        .env("OUTPOST_THREADS", "2")
-        .output()
-        .expect("outpost-trainer runs")
-}
+use std::path::Path;
+use std::process::Output;
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -1,20 +1,12 @@
 //! Detection evaluation: mAP against YOLO txt ground truth, and INT8-vs-FP32
 //! agreement for YOLOv8.
 
+mod common;
+
+use common::{shared, trainer};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost-trainer"))
-        .args(args)
-        .env("OUTPOST_THREADS", "2")
-        .output()
-        .expect("outpost-trainer runs")
-}
+use std::process::Output;
 
 const YOLO_PRE: &str = r#"{"resize":{"mode":"letterbox","width":640,"height":640,"pad_value":114},"mean":[0,0,0],"std":[255,255,255]}"#;
 

@@ -1,21 +1,14 @@
 //! `outpost-trainer keygen` and `package`: deterministic output, checks that refuse
 //! broken packages, and a package the runtime then runs.
 
+mod common;
+
+use common::{shared, trainer};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use outpost_runtime::{Config, ImageInput, Predictor};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost-trainer"))
-        .args(args)
-        .output()
-        .expect("outpost-trainer runs")
-}
 
 struct Fixture {
     dir: tempfile::TempDir,

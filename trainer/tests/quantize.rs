@@ -1,25 +1,17 @@
 //! `outpost-trainer quantize`: QDQ output that loads and stays accurate, the same
 //! bytes for the same inputs, and clear errors for bad inputs.
 
+mod common;
+
+use common::{shared, trainer};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use outpost_runtime::backend::cpu::CpuBackend;
 use outpost_runtime::backend::Backend;
 use outpost_runtime::preprocess::Preprocessor;
 use outpost_runtime::ImageInput;
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost-trainer"))
-        .args(args)
-        .env("OUTPOST_THREADS", "2")
-        .output()
-        .expect("outpost-trainer runs")
-}
 
 const CLS_PRE: &str = r#"{"resize":{"mode":"stretch","width":192,"height":48},"mean":[127.5,127.5,127.5],"std":[127.5,127.5,127.5]}"#;
 
