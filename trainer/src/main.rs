@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use outpost_runtime::package::manifest::{DecoderSpec, Precision, Preprocess, Task};
-use outpost_runtime::{Config, Predictor};
+use outpost_runtime::package::{Package, TrustedKeys};
+use outpost_runtime::{Config, Manifest, Predictor};
 use outpost_trainer::dataset::load_classification;
 use outpost_trainer::evaluate::{
     evaluate_classification, evaluate_detection, render_detection, render_text, CocoIndex, Truth,
@@ -358,11 +359,13 @@ fn main() -> Result<()> {
                 trusted_keys: trusted.clone(),
                 ..Config::default()
             };
-            let probe = load_predictor(&model, &parts, &config(0.0))?;
-            match probe.manifest().task {
+            // Read the task first, so the model is loaded once, with the right settings.
+            let source = ModelSource::open(&model, &parts, &config(0.0))?;
+            match source.manifest().task {
                 Task::Classification => {
-                    let samples = load_classification(&dataset, &probe.manifest().labels)?;
-                    let report = evaluate_classification(&probe, &samples, !json)?;
+                    let predictor = source.predictor(&config(0.0))?;
+                    let samples = load_classification(&dataset, &predictor.manifest().labels)?;
+                    let report = evaluate_classification(&predictor, &samples, !json)?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&report)?);
                     } else {
@@ -370,25 +373,18 @@ fn main() -> Result<()> {
                     }
                 }
                 Task::Detection => {
-                    let predictor = load_predictor(
-                        &model,
-                        &parts,
-                        &Config {
-                            top_k: Some(MAP_MAX_DETECTIONS),
-                            ..config(0.001)
-                        },
-                    )?;
+                    let predictor = source.predictor(&Config {
+                        top_k: Some(MAP_MAX_DETECTIONS),
+                        ..config(0.001)
+                    })?;
                     let reference = reference_model
                         .map(|m| {
-                            load_predictor(
-                                &m,
-                                &parts,
-                                &Config {
-                                    threshold: None,
-                                    top_k: Some(MAP_MAX_DETECTIONS),
-                                    ..config(0.0)
-                                },
-                            )
+                            let config = Config {
+                                threshold: None,
+                                top_k: Some(MAP_MAX_DETECTIONS),
+                                ..config(0.0)
+                            };
+                            ModelSource::open(&m, &parts, &config)?.predictor(&config)
                         })
                         .transpose()?;
                     let truth = match (&reference, &annotations) {
@@ -424,39 +420,66 @@ struct ModelParts {
     task: Task,
 }
 
-/// A predictor for a signed package (`.opk` or directory) or a bare ONNX model.
-fn load_predictor(model: &Path, parts: &ModelParts, config: &Config) -> Result<Predictor> {
-    if model.is_dir() || model.extension().is_some_and(|e| e == "opk") {
-        return Predictor::open(model, config).map_err(coded);
-    }
-    let preprocess = parts
-        .preprocess
-        .as_ref()
-        .context("--preprocess is required for an ONNX model")?;
-    let request = PackageRequest {
-        model: model.to_path_buf(),
-        labels: Some(
-            parts
-                .labels
-                .clone()
-                .context("--labels is required for an ONNX model")?,
-        ),
-        task: parts.task,
-        preprocess: read_json(preprocess, "preprocess")?,
-        decoder: parts
-            .decoder
+/// A verified package (`.opk` or directory) or a checked bare ONNX model, read once.
+enum ModelSource {
+    Package(Box<Package>),
+    Onnx(Box<Manifest>, Vec<u8>),
+}
+
+impl ModelSource {
+    fn open(model: &Path, parts: &ModelParts, config: &Config) -> Result<ModelSource> {
+        if model.is_dir() || model.extension().is_some_and(|e| e == "opk") {
+            let settings = config.resolve().map_err(coded)?;
+            let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
+            return Ok(ModelSource::Package(Box::new(
+                Package::open(model, &trusted).map_err(coded)?,
+            )));
+        }
+        let preprocess = parts
+            .preprocess
             .as_ref()
-            .map(|p| read_json(p, "decoder"))
-            .transpose()?,
-        name: None,
-        version: "unpackaged".into(),
-        threshold: None,
-        int8_model: None,
-        default_precision: None,
-    };
-    let (manifest, onnx) =
-        checked_manifest(&request).with_context(|| format!("cannot load {}", model.display()))?;
-    Predictor::from_parts(manifest, &onnx, config.resolve().map_err(coded)?).map_err(coded)
+            .context("--preprocess is required for an ONNX model")?;
+        let request = PackageRequest {
+            model: model.to_path_buf(),
+            labels: Some(
+                parts
+                    .labels
+                    .clone()
+                    .context("--labels is required for an ONNX model")?,
+            ),
+            task: parts.task,
+            preprocess: read_json(preprocess, "preprocess")?,
+            decoder: parts
+                .decoder
+                .as_ref()
+                .map(|p| read_json(p, "decoder"))
+                .transpose()?,
+            name: None,
+            version: "unpackaged".into(),
+            threshold: None,
+            int8_model: None,
+            default_precision: None,
+        };
+        let (manifest, onnx) = checked_manifest(&request)
+            .with_context(|| format!("cannot load {}", model.display()))?;
+        Ok(ModelSource::Onnx(Box::new(manifest), onnx))
+    }
+
+    fn manifest(&self) -> &Manifest {
+        match self {
+            ModelSource::Package(p) => p.manifest(),
+            ModelSource::Onnx(m, _) => m,
+        }
+    }
+
+    fn predictor(&self, config: &Config) -> Result<Predictor> {
+        let settings = config.resolve().map_err(coded)?;
+        match self {
+            ModelSource::Package(p) => Predictor::from_package(p, settings),
+            ModelSource::Onnx(m, onnx) => Predictor::from_parts((**m).clone(), onnx, settings),
+        }
+        .map_err(coded)
+    }
 }
 
 /// Keeps a runtime error's stable code in the message.

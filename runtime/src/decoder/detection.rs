@@ -21,6 +21,17 @@ pub struct Candidate {
     pub rect: [f32; 4],
 }
 
+impl Candidate {
+    /// A candidate from a centre-size box (`cx, cy, w, h`), as YOLO heads give it.
+    pub fn from_center(class: usize, score: f32, [cx, cy, w, h]: [f32; 4]) -> Candidate {
+        Candidate {
+            class,
+            score,
+            rect: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+        }
+    }
+}
+
 /// Candidates of an Ultralytics YOLOv8 head whose best class score is above
 /// `threshold`. The output is `[1, 4 + C, N]` (the export default) or its
 /// transpose `[1, N, 4 + C]`; rows are centre x, centre y, width, height, then
@@ -63,12 +74,8 @@ pub fn yolov8_candidates(
             }
         }
         if best > threshold {
-            let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
-            cands.push(Candidate {
-                class,
-                score: best,
-                rect: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-            });
+            let centre = [at(0, i), at(1, i), at(2, i), at(3, i)];
+            cands.push(Candidate::from_center(class, best, centre));
         }
     }
     Ok(cands)
@@ -112,12 +119,11 @@ pub fn yolov5_candidates(
                 );
         let score = objectness * best;
         if score > threshold {
-            let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);
-            cands.push(Candidate {
+            cands.push(Candidate::from_center(
                 class,
                 score,
-                rect: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-            });
+                [row[0], row[1], row[2], row[3]],
+            ));
         }
     }
     Ok(cands)

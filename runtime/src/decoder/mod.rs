@@ -58,7 +58,7 @@ impl Decoder {
                     }
                 }
             }
-            DecoderSpec::Yolov5 { .. } => {
+            DecoderSpec::Yolov5(_) => {
                 let cols = 5 + classes;
                 let ok = first.len() == 3
                     && first[0].is_none_or(|d| d == 1)
@@ -69,7 +69,7 @@ impl Decoder {
                     )));
                 }
             }
-            DecoderSpec::Yolov8 { .. } => {
+            DecoderSpec::Yolov8(_) => {
                 let rows = 4 + classes;
                 let ok = first.len() == 3
                     && first[0].is_none_or(|d| d == 1)
@@ -109,30 +109,19 @@ impl Decoder {
                     self.threshold,
                 )))
             }
-            DecoderSpec::Yolov8 {
-                nms_iou,
-                class_aware,
-                max_detections,
-                ..
-            }
-            | DecoderSpec::Yolov5 {
-                nms_iou,
-                class_aware,
-                max_detections,
-                ..
-            } => {
+            DecoderSpec::Yolov8(ref p) | DecoderSpec::Yolov5(ref p) => {
                 let out = outputs
                     .first()
                     .ok_or_else(|| Error::Inference("model returned no output".into()))?;
-                let head = if matches!(self.spec, DecoderSpec::Yolov5 { .. }) {
+                let head = if matches!(self.spec, DecoderSpec::Yolov5(_)) {
                     detection::yolov5_candidates
                 } else {
                     detection::yolov8_candidates
                 };
                 let mut cands = head(out, self.labels.len(), self.threshold)?;
                 detection::to_unit(&mut cands, t);
-                let max = self.top_k.unwrap_or(max_detections);
-                let kept = detection::nms(cands, nms_iou as f32, class_aware, max);
+                let max = self.top_k.unwrap_or(p.max_detections);
+                let kept = detection::nms(cands, p.nms_iou as f32, p.class_aware, max);
                 Ok(Prediction::Detection(detection::label(kept, &self.labels)))
             }
             DecoderSpec::Raw => Ok(Prediction::Raw(outputs)),

@@ -222,37 +222,40 @@ pub enum DecoderSpec {
         top_k: usize,
     },
     /// Ultralytics YOLOv8 head: `[1, 4 + classes, candidates]`, no NMS inside.
-    Yolov8 {
-        /// Keep candidates whose best class score exceeds this.
-        #[serde(default = "default_score_threshold")]
-        score_threshold: f64,
-        /// IoU above which the lower-scored box is suppressed.
-        #[serde(default = "default_nms_iou")]
-        nms_iou: f64,
-        /// Suppress only boxes of the same class.
-        #[serde(default = "default_true")]
-        class_aware: bool,
-        /// Most boxes returned after NMS.
-        #[serde(default = "default_max_detections")]
-        max_detections: usize,
-    },
+    Yolov8(DetectionParams),
     /// YOLOv5 head: `[1, candidates, 5 + classes]`, objectness × class score.
-    Yolov5 {
-        /// Keep boxes whose objectness × class score exceeds this.
-        #[serde(default = "default_score_threshold")]
-        score_threshold: f64,
-        /// IoU above which the lower-scored box is suppressed.
-        #[serde(default = "default_nms_iou")]
-        nms_iou: f64,
-        /// Suppress only boxes of the same class.
-        #[serde(default = "default_true")]
-        class_aware: bool,
-        /// Most boxes returned after NMS.
-        #[serde(default = "default_max_detections")]
-        max_detections: usize,
-    },
+    Yolov5(DetectionParams),
     /// Return the raw output tensors.
     Raw,
+}
+
+/// Score filtering and suppression shared by every detection head; in JSON these
+/// keys sit beside `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionParams {
+    /// Keep boxes whose score exceeds this.
+    #[serde(default = "default_score_threshold")]
+    pub score_threshold: f64,
+    /// IoU above which the lower-scored box is suppressed.
+    #[serde(default = "default_nms_iou")]
+    pub nms_iou: f64,
+    /// Suppress only boxes of the same class.
+    #[serde(default = "default_true")]
+    pub class_aware: bool,
+    /// Most boxes returned after NMS.
+    #[serde(default = "default_max_detections")]
+    pub max_detections: usize,
+}
+
+impl Default for DetectionParams {
+    fn default() -> Self {
+        DetectionParams {
+            score_threshold: default_score_threshold(),
+            nms_iou: default_nms_iou(),
+            class_aware: true,
+            max_detections: default_max_detections(),
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -279,12 +282,7 @@ impl DecoderSpec {
                 softmax: true,
                 top_k: default_top_k(),
             },
-            Task::Detection => DecoderSpec::Yolov8 {
-                score_threshold: default_score_threshold(),
-                nms_iou: default_nms_iou(),
-                class_aware: true,
-                max_detections: default_max_detections(),
-            },
+            Task::Detection => DecoderSpec::Yolov8(DetectionParams::default()),
             Task::Raw => DecoderSpec::Raw,
         }
     }
@@ -293,50 +291,39 @@ impl DecoderSpec {
     pub fn task(&self) -> Task {
         match self {
             DecoderSpec::Classification { .. } => Task::Classification,
-            DecoderSpec::Yolov8 { .. } | DecoderSpec::Yolov5 { .. } => Task::Detection,
+            DecoderSpec::Yolov8(_) | DecoderSpec::Yolov5(_) => Task::Detection,
             DecoderSpec::Raw => Task::Raw,
+        }
+    }
+
+    /// The detection parameters, for a detection head.
+    pub fn detection(&self) -> Option<&DetectionParams> {
+        match self {
+            DecoderSpec::Yolov8(p) | DecoderSpec::Yolov5(p) => Some(p),
+            _ => None,
         }
     }
 
     /// The score threshold used when neither the caller nor the manifest sets one.
     pub fn default_threshold(&self) -> f64 {
-        match self {
-            DecoderSpec::Yolov8 {
-                score_threshold, ..
-            }
-            | DecoderSpec::Yolov5 {
-                score_threshold, ..
-            } => *score_threshold,
-            _ => 0.0,
-        }
+        self.detection().map_or(0.0, |p| p.score_threshold)
     }
 
     fn validate(&self) -> Result<()> {
-        match *self {
-            DecoderSpec::Classification { top_k: 0, .. } => {
-                Err(invalid("decoder.top_k must be at least 1".into()))
+        if let DecoderSpec::Classification { top_k: 0, .. } = self {
+            return Err(invalid("decoder.top_k must be at least 1".into()));
+        }
+        match self.detection() {
+            Some(p)
+                if !(0.0..=1.0).contains(&p.score_threshold)
+                    || !(0.0..=1.0).contains(&p.nms_iou) =>
+            {
+                Err(invalid(
+                    "decoder.score_threshold and nms_iou must be within 0..1".into(),
+                ))
             }
-            DecoderSpec::Yolov8 {
-                score_threshold,
-                nms_iou,
-                max_detections,
-                ..
-            }
-            | DecoderSpec::Yolov5 {
-                score_threshold,
-                nms_iou,
-                max_detections,
-                ..
-            } => {
-                if !(0.0..=1.0).contains(&score_threshold) || !(0.0..=1.0).contains(&nms_iou) {
-                    Err(invalid(
-                        "decoder.score_threshold and nms_iou must be within 0..1".into(),
-                    ))
-                } else if max_detections == 0 {
-                    Err(invalid("decoder.max_detections must be at least 1".into()))
-                } else {
-                    Ok(())
-                }
+            Some(p) if p.max_detections == 0 => {
+                Err(invalid("decoder.max_detections must be at least 1".into()))
             }
             _ => Ok(()),
         }
