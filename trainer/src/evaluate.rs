@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use outpost_runtime::{ImageInput, Predictor};
+use outpost_runtime::package::manifest::Task;
+use outpost_runtime::{Config, ImageInput, Manifest, Predictor};
 use serde::Serialize;
 
 use crate::dataset::Sample;
@@ -208,7 +209,7 @@ pub enum Truth<'a> {
     LabelFiles,
     /// A COCO json file (`images`, `annotations` with pixel `bbox`, `categories`
     /// named as the model's labels).
-    Coco(CocoIndex),
+    Coco(&'a CocoIndex),
 }
 
 /// Boxes of a COCO json file, by image file name, as class indices and 0..1 corners.
@@ -551,4 +552,178 @@ pub fn render_detection(r: &DetectionReport) -> String {
             format!(", skipped {} unreadable images", r.skipped.len())
         }
     )
+}
+
+/// Most boxes per image counted by mAP (as the YOLOv8 decoder's default).
+pub const MAP_MAX_DETECTIONS: usize = 300;
+
+/// The settings a model is evaluated with: every class down to score 0 for top-5,
+/// every box down to 0.001 for mAP.
+pub fn evaluation_config(task: Task, base: &Config) -> Config {
+    match task {
+        Task::Detection => Config {
+            threshold: Some(0.001),
+            top_k: Some(MAP_MAX_DETECTIONS),
+            ..base.clone()
+        },
+        _ => Config {
+            threshold: Some(0.0),
+            top_k: Some(5),
+            ..base.clone()
+        },
+    }
+}
+
+/// The settings of a reference model whose boxes serve as ground truth: its own
+/// recommended threshold, so that only boxes a user would see count.
+pub fn reference_config(base: &Config) -> Config {
+    Config {
+        threshold: None,
+        top_k: Some(MAP_MAX_DETECTIONS),
+        ..base.clone()
+    }
+}
+
+/// Where detection ground truth comes from, before any model is loaded.
+pub enum DetectionTruth {
+    /// YOLO txt or Pascal VOC xml files beside the images.
+    LabelFiles,
+    /// A COCO json file.
+    Coco(CocoIndex),
+    /// No labels: the FP32 model's boxes are the truth, so INT8 is measured as
+    /// agreement with FP32.
+    Fp32,
+}
+
+/// A labelled image set a model is measured on.
+pub enum EvalData {
+    /// Classification images with their class.
+    Classification(Vec<Sample>),
+    /// Detection images and where their ground truth comes from.
+    Detection {
+        /// The images.
+        images: Vec<std::path::PathBuf>,
+        /// Their ground truth.
+        truth: DetectionTruth,
+    },
+}
+
+impl EvalData {
+    /// Images in the set.
+    pub fn len(&self) -> usize {
+        match self {
+            EvalData::Classification(s) => s.len(),
+            EvalData::Detection { images, .. } => images.len(),
+        }
+    }
+
+    /// Whether the set has no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The accuracy of one model on an [`EvalData`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Evaluation {
+    /// Top-1, top-5 and the rest.
+    Classification(ClassificationReport),
+    /// mAP and the rest.
+    Detection(DetectionReport),
+}
+
+impl Evaluation {
+    /// The metric an accuracy budget is counted in: `top1` or `map50`.
+    pub fn metric_name(&self) -> &'static str {
+        match self {
+            Evaluation::Classification(_) => "top1",
+            Evaluation::Detection(_) => "map50",
+        }
+    }
+
+    /// That metric, as a fraction.
+    pub fn headline(&self) -> f64 {
+        match self {
+            Evaluation::Classification(r) => r.top1,
+            Evaluation::Detection(r) => r.map50,
+        }
+    }
+}
+
+/// Evaluates a model given as its manifest and ONNX bytes. `fp32` is the FP32
+/// model's manifest and bytes, needed as the reference when the truth is
+/// [`DetectionTruth::Fp32`].
+pub fn evaluate_model(
+    manifest: &Manifest,
+    onnx: &[u8],
+    data: &EvalData,
+    fp32: Option<&[u8]>,
+    base: &Config,
+    progress: bool,
+) -> Result<Evaluation> {
+    let predictor = |config: &Config, bytes: &[u8]| -> Result<Predictor> {
+        Ok(Predictor::from_parts(
+            manifest.clone(),
+            bytes,
+            config.resolve()?,
+        )?)
+    };
+    let model = predictor(&evaluation_config(manifest.task, base), onnx)?;
+    match data {
+        EvalData::Classification(samples) => Ok(Evaluation::Classification(
+            evaluate_classification(&model, samples, progress)?,
+        )),
+        EvalData::Detection { images, truth } => {
+            let reference;
+            let truth = match truth {
+                DetectionTruth::LabelFiles => Truth::LabelFiles,
+                DetectionTruth::Coco(index) => Truth::Coco(index),
+                DetectionTruth::Fp32 => {
+                    let bytes = fp32.ok_or_else(|| {
+                        TrainerError::Invalid("agreement with FP32 needs the FP32 model".into())
+                    })?;
+                    reference = predictor(&reference_config(base), bytes)?;
+                    Truth::Reference(&reference)
+                }
+            };
+            Ok(Evaluation::Detection(evaluate_detection(
+                &model, images, truth, progress,
+            )?))
+        }
+    }
+}
+
+/// Reads the dataset a `task` model is measured on. Classification: an
+/// ImageFolder tree or a labels.tsv list. Detection: the images of a folder, with
+/// ground truth from `annotations` (COCO json), else from label files beside the
+/// images, else (no labels at all) agreement with the FP32 model.
+pub fn load_eval_data(
+    task: Task,
+    dataset: &std::path::Path,
+    annotations: Option<&std::path::Path>,
+    labels: &[String],
+) -> Result<EvalData> {
+    match task {
+        Task::Classification => Ok(EvalData::Classification(
+            crate::dataset::load_classification(dataset, labels)?,
+        )),
+        Task::Detection => {
+            let images = crate::quantize::calibration_images(dataset)?;
+            let truth = match annotations {
+                Some(a) => DetectionTruth::Coco(CocoIndex::load(a, labels)?),
+                None if images
+                    .iter()
+                    .any(|i| yolo_label_file(i).is_some() || voc_file(i).is_some()) =>
+                {
+                    DetectionTruth::LabelFiles
+                }
+                None => DetectionTruth::Fp32,
+            };
+            Ok(EvalData::Detection { images, truth })
+        }
+        Task::Raw => Err(TrainerError::Invalid(
+            "accuracy needs a classification or detection model".into(),
+        )),
+    }
 }

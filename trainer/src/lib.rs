@@ -1,15 +1,20 @@
 //! Outpost trainer: turns a cloud-trained ONNX model into a signed device package.
 //!
-//! This first part covers key generation and packaging with model checks; the
-//! package format itself lives in `outpost_runtime::package`, shared with the device.
+//! Key generation, model inspection, packaging with model checks, INT8
+//! quantisation with calibration, accuracy evaluation, and `compile`, which puts
+//! the FP32 and INT8 models and a report into one signed package. The package
+//! format itself lives in `outpost_runtime::package`, shared with the device.
 
+pub mod compile;
 pub mod dataset;
 pub mod evaluate;
 pub mod inspect;
 pub mod keys;
+pub mod latency;
 pub mod metrics;
 pub mod packaging;
 pub mod quantize;
+pub mod report;
 
 pub use packaging::{build_package, PackageRequest};
 

@@ -3,16 +3,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use outpost_runtime::package::manifest::{DecoderSpec, Precision, Preprocess, Task};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use outpost_runtime::package::manifest::{Precision, Preprocess, Task};
 use outpost_runtime::package::{Package, TrustedKeys};
 use outpost_runtime::{Config, Manifest, Predictor};
 use outpost_trainer::dataset::load_classification;
 use outpost_trainer::evaluate::{
-    evaluate_classification, evaluate_detection, render_detection, render_text, CocoIndex, Truth,
+    evaluate_classification, evaluate_detection, evaluation_config, reference_config,
+    render_detection, render_text, CocoIndex, Truth,
 };
 use outpost_trainer::packaging::checked_manifest;
-use outpost_trainer::{build_package, inspect, keys, quantize, PackageRequest};
+use outpost_trainer::report::Report;
+use outpost_trainer::{build_package, compile, inspect, keys, quantize, PackageRequest};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,97 @@ enum MethodArg {
     Entropy,
 }
 
+/// The model and what it needs to run: shared by `package`, `quantize` and `compile`.
+#[derive(Args)]
+struct ModelArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Class names, one per line, in output order.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// What the model does.
+    #[arg(long, value_enum, default_value_t = TaskArg::Classification)]
+    task: TaskArg,
+    /// JSON file holding the `preprocess` object.
+    #[arg(long)]
+    preprocess: PathBuf,
+    /// JSON file holding the `decoder` object (default: the task's default).
+    #[arg(long)]
+    decoder: Option<PathBuf>,
+}
+
+/// Package identity and signing: shared by `package` and `compile`.
+#[derive(Args)]
+struct PackageArgs {
+    /// Key directory (or private.key file) from `keygen`.
+    #[arg(long)]
+    key: PathBuf,
+    /// Output package path.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model name (default: the model file name, or its folder's for model.onnx).
+    #[arg(long)]
+    name: Option<String>,
+    /// Model version.
+    #[arg(long = "model-version", default_value = "1.0.0")]
+    model_version: String,
+    /// Recommended score threshold (default: the decoder's).
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Precision the device runs unless told otherwise: fp32 or int8 (default fp32).
+    #[arg(long = "default-precision")]
+    default_precision: Option<Precision>,
+}
+
+/// Calibration settings: shared by `quantize` and `compile`.
+#[derive(Args)]
+struct CalibrationArgs {
+    /// Folder of calibration images (JPEG, PNG, BMP; searched recursively).
+    #[arg(long)]
+    calibration: PathBuf,
+    /// How activation ranges are chosen.
+    #[arg(long, value_enum, default_value_t = MethodArg::Percentile)]
+    method: MethodArg,
+    /// --method percentile: the range runs from the (100 - P)th to the Pth
+    /// percentile of the observed values.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// Keep this node in FP32 (repeatable).
+    #[arg(long = "skip-node")]
+    skip_nodes: Vec<String>,
+    /// Keep every node of this op type in FP32 (repeatable), e.g. Gemm.
+    #[arg(long = "skip-op")]
+    skip_ops: Vec<String>,
+}
+
+/// Accuracy measurement while quantising: shared by `quantize` and `compile`.
+#[derive(Args)]
+struct AccuracyArgs {
+    /// Labelled images to measure FP32 against INT8: an ImageFolder tree or a
+    /// labels.tsv list (classification); a folder of images with YOLO txt or VOC
+    /// xml labels, or --annotations, or no labels to measure agreement with FP32
+    /// (detection). Writes report.json and report.html.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Detection: a COCO json annotation file for --dataset.
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Most points of top-1 (classification) or mAP@0.5 (detection) INT8 may lose;
+    /// the most sensitive layers stay in FP32 until it holds.
+    #[arg(long = "accuracy-budget", requires = "dataset")]
+    accuracy_budget: Option<f64>,
+    /// CPU threads (default: OUTPOST_THREADS, else the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed runs per model for the report's latency.
+    #[arg(long = "latency-runs", default_value_t = 20)]
+    latency_runs: usize,
+    /// Folder for report.json and report.html (default: beside the output).
+    #[arg(long = "report-dir")]
+    report_dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write a new Ed25519 signing key pair (private.key, public.key) into a directory.
@@ -59,42 +152,13 @@ enum Command {
     },
     /// Check a model and write a signed .opk package.
     Package {
-        /// The ONNX model.
-        #[arg(long)]
-        model: PathBuf,
-        /// Class names, one per line, in output order.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// What the model does.
-        #[arg(long, value_enum)]
-        task: TaskArg,
-        /// JSON file holding the `preprocess` object.
-        #[arg(long)]
-        preprocess: PathBuf,
-        /// JSON file holding the `decoder` object (default: the task's default).
-        #[arg(long)]
-        decoder: Option<PathBuf>,
-        /// Key directory (or private.key file) from `keygen`.
-        #[arg(long)]
-        key: PathBuf,
-        /// Output package path.
-        #[arg(long)]
-        out: PathBuf,
-        /// Model name (default: the model file name, or its folder's for model.onnx).
-        #[arg(long)]
-        name: Option<String>,
-        /// Model version.
-        #[arg(long = "model-version", default_value = "1.0.0")]
-        model_version: String,
-        /// Recommended score threshold (default: the decoder's).
-        #[arg(long)]
-        threshold: Option<f64>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        package: PackageArgs,
         /// INT8 model from `quantize`, packaged beside the FP32 one.
         #[arg(long)]
         int8: Option<PathBuf>,
-        /// Precision the device runs unless told otherwise: fp32 or int8.
-        #[arg(long = "default-precision")]
-        default_precision: Option<Precision>,
     },
     /// Describe a model: inputs and outputs, operators, parameters, MACs, and the
     /// operators a target cannot run.
@@ -111,34 +175,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Quantise a model to INT8 (QDQ ONNX), calibrated on a folder of images.
+    /// Quantise a model to INT8 (QDQ ONNX), calibrated on a folder of images; with
+    /// --dataset, measure what INT8 costs and write the report.
     Quantize {
-        /// The FP32 ONNX model.
-        #[arg(long)]
-        model: PathBuf,
-        /// JSON file holding the `preprocess` object used for calibration.
-        #[arg(long)]
-        preprocess: PathBuf,
-        /// Folder of calibration images (JPEG, PNG, BMP; searched recursively).
-        #[arg(long)]
-        calibration: PathBuf,
-        /// How activation ranges are chosen.
-        #[arg(long, value_enum, default_value_t = MethodArg::Percentile)]
-        method: MethodArg,
-        /// --method percentile: the range runs from the (100 - P)th to the Pth
-        /// percentile of the observed values.
-        #[arg(long, default_value_t = 99.99)]
-        percentile: f64,
-        /// Keep this node in FP32 (repeatable).
-        #[arg(long = "skip-node")]
-        skip_nodes: Vec<String>,
-        /// Keep every node of this op type in FP32 (repeatable), e.g. Gemm.
-        #[arg(long = "skip-op")]
-        skip_ops: Vec<String>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        calibration: CalibrationArgs,
+        #[command(flatten)]
+        accuracy: AccuracyArgs,
         /// Output QDQ ONNX model.
         #[arg(long)]
         out: PathBuf,
         /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quantise, measure FP32 against INT8, and write one signed package with both
+    /// models for the cpu target and the report inside (and beside it).
+    Compile {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        calibration: CalibrationArgs,
+        #[command(flatten)]
+        accuracy: AccuracyArgs,
+        #[command(flatten)]
+        package: PackageArgs,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -159,6 +223,9 @@ enum Command {
         /// Task of an ONNX model (packages carry theirs).
         #[arg(long, value_enum)]
         task: Option<TaskArg>,
+        /// Packages: the artifact to evaluate, fp32 or int8 (default: the package's).
+        #[arg(long)]
+        precision: Option<Precision>,
         /// Classification: an ImageFolder tree (one folder per class label) or a
         /// labels.tsv list. Detection: a folder of images with YOLO txt labels
         /// (beside each image or in a sibling labels/ folder), Pascal VOC xml
@@ -166,7 +233,7 @@ enum Command {
         #[arg(long)]
         dataset: PathBuf,
         /// Detection without labels: measure agreement with this model's boxes
-        /// (e.g. the FP32 model when evaluating INT8).
+        /// (e.g. the FP32 model when evaluating INT8; a package runs at FP32).
         #[arg(long = "reference-model")]
         reference_model: Option<PathBuf>,
         /// Detection: a COCO json annotation file (default: YOLO txt or VOC xml
@@ -183,6 +250,114 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl ModelArgs {
+    /// The package request for this model (no INT8 artifact yet).
+    fn request(&self, package: Option<&PackageArgs>) -> Result<PackageRequest> {
+        Ok(PackageRequest {
+            model: self.model.clone(),
+            labels: self.labels.clone(),
+            task: self.task.task(),
+            preprocess: read_json(&self.preprocess, "preprocess")?,
+            decoder: self
+                .decoder
+                .as_ref()
+                .map(|p| read_json(p, "decoder"))
+                .transpose()?,
+            name: package.and_then(|p| p.name.clone()),
+            version: package.map_or_else(|| "unpackaged".into(), |p| p.model_version.clone()),
+            threshold: package.and_then(|p| p.threshold),
+            int8_model: None,
+            default_precision: package.and_then(|p| p.default_precision),
+        })
+    }
+}
+
+impl CalibrationArgs {
+    fn options(&self, progress: bool) -> quantize::QuantizeOptions {
+        quantize::QuantizeOptions {
+            method: match self.method {
+                MethodArg::Minmax => quantize::Method::MinMax,
+                MethodArg::Percentile => quantize::Method::Percentile {
+                    percentile: self.percentile,
+                },
+                MethodArg::Entropy => quantize::Method::Entropy,
+            },
+            skip_nodes: self.skip_nodes.clone(),
+            skip_ops: self.skip_ops.clone(),
+            progress,
+        }
+    }
+}
+
+/// Quantises with accuracy measured on `--dataset`: the compile pipeline, unsigned.
+fn compile_with(
+    model: &ModelArgs,
+    calibration: &CalibrationArgs,
+    accuracy: &AccuracyArgs,
+    package: Option<&PackageArgs>,
+    progress: bool,
+) -> Result<compile::Compiled> {
+    let dataset = accuracy
+        .dataset
+        .clone()
+        .context("--dataset is required: it measures what INT8 costs")?;
+    if let Some(b) = accuracy.accuracy_budget {
+        anyhow::ensure!(
+            b.is_finite() && b >= 0.0,
+            "--accuracy-budget {b}: give the points INT8 may lose, 0 or more (e.g. 1.0)"
+        );
+    }
+    let mut request = model.request(package)?;
+    // The INT8 artifact is added when packaging; the default is set then.
+    request.default_precision = None;
+    let request = compile::CompileRequest {
+        package: request,
+        calibration: calibration.calibration.clone(),
+        options: calibration.options(progress),
+        dataset,
+        annotations: accuracy.annotations.clone(),
+        accuracy_budget: accuracy.accuracy_budget,
+        threads: accuracy.threads,
+        latency_runs: accuracy.latency_runs,
+    };
+    compile::compile(&request).with_context(|| format!("cannot compile {}", model.model.display()))
+}
+
+/// Writes the report into `--report-dir`, else into `<out stem>.report/` beside `out`.
+fn save_report(report: &Report, accuracy: &AccuracyArgs, out: &Path) -> Result<PathBuf> {
+    let dir = accuracy.report_dir.clone().unwrap_or_else(|| {
+        let stem = out
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        out.with_file_name(format!("{stem}.report"))
+    });
+    compile::write_report(report, &dir)?;
+    Ok(dir)
+}
+
+/// The lines a person reads after `quantize --dataset` or `compile`.
+fn print_report(report: &Report, dir: &Path) {
+    println!("{}", report.verdict.summary);
+    println!(
+        "size {:.1} MB -> {:.1} MB ({:.0}%), latency {:.2} ms -> {:.2} ms ({:.2}x) with {} thread(s)",
+        report.size.fp32_bytes as f64 / 1e6,
+        report.size.int8_bytes as f64 / 1e6,
+        report.size.ratio * 100.0,
+        report.latency.fp32_ms,
+        report.latency.int8_ms,
+        report.latency.int8_speedup,
+        report.latency.threads
+    );
+    if !report.kept_fp32.is_empty() {
+        println!("kept in FP32:");
+        for k in &report.kept_fp32 {
+            println!("  {} ({})", k.node, k.reason);
+        }
+    }
+    println!("report: {}/report.html", dir.display());
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -211,39 +386,16 @@ fn main() -> Result<()> {
         }
         Command::Package {
             model,
-            labels,
-            task,
-            preprocess,
-            decoder,
-            key,
-            out,
-            name,
-            model_version,
-            threshold,
+            package,
             int8,
-            default_precision,
         } => {
-            let task = task.task();
-            let preprocess: Preprocess = read_json(&preprocess, "preprocess")?;
-            let decoder: Option<DecoderSpec> =
-                decoder.map(|p| read_json(&p, "decoder")).transpose()?;
-            let key = keys::load_signing_key(&key)?;
-            let request = PackageRequest {
-                model,
-                labels,
-                task,
-                preprocess,
-                decoder,
-                name,
-                version: model_version,
-                threshold,
-                int8_model: int8,
-                default_precision,
-            };
+            let mut request = model.request(Some(&package))?;
+            request.int8_model = int8;
+            let key = keys::load_signing_key(&package.key)?;
             let bytes = build_package(&request, &key)
                 .with_context(|| format!("cannot package {}", request.model.display()))?;
-            write_atomically(&out, &bytes)?;
-            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+            write_atomically(&package.out, &bytes)?;
+            println!("wrote {} ({} bytes)", package.out.display(), bytes.len());
         }
         Command::Inspect {
             model,
@@ -275,32 +427,31 @@ fn main() -> Result<()> {
         }
         Command::Quantize {
             model,
-            preprocess,
             calibration,
-            method,
-            percentile,
-            skip_nodes,
-            skip_ops,
+            accuracy,
             out,
             json,
         } => {
-            let preprocess: Preprocess = read_json(&preprocess, "preprocess")?;
+            if accuracy.dataset.is_some() {
+                let compiled = compile_with(&model, &calibration, &accuracy, None, !json)?;
+                write_atomically(&out, &compiled.int8)?;
+                let dir = save_report(&compiled.report, &accuracy, &out)?;
+                if json {
+                    println!("{}", String::from_utf8_lossy(&compiled.report.to_json()));
+                } else {
+                    println!("wrote {}", out.display());
+                    print_report(&compiled.report, &dir);
+                }
+                return budget_status(&compiled.report);
+            }
+            let preprocess: Preprocess = read_json(&model.preprocess, "preprocess")?;
             preprocess.validate().map_err(coded)?;
-            let onnx = std::fs::read(&model)
-                .with_context(|| format!("cannot read {}", model.display()))?;
-            let images = quantize::calibration_images(&calibration)?;
-            let options = quantize::QuantizeOptions {
-                method: match method {
-                    MethodArg::Minmax => quantize::Method::MinMax,
-                    MethodArg::Percentile => quantize::Method::Percentile { percentile },
-                    MethodArg::Entropy => quantize::Method::Entropy,
-                },
-                skip_nodes,
-                skip_ops,
-                progress: !json,
-            };
+            let onnx = std::fs::read(&model.model)
+                .with_context(|| format!("cannot read {}", model.model.display()))?;
+            let images = quantize::calibration_images(&calibration.calibration)?;
+            let options = calibration.options(!json);
             let (bytes, summary) = quantize::quantize(&onnx, &preprocess, &images, &options)
-                .with_context(|| format!("cannot quantise {}", model.display()))?;
+                .with_context(|| format!("cannot quantise {}", model.model.display()))?;
             write_atomically(&out, &bytes)?;
             if json {
                 let mut v = serde_json::to_value(&summary)?;
@@ -329,6 +480,30 @@ fn main() -> Result<()> {
                         l.node, l.op, l.cosine, l.relative_error
                     );
                 }
+                println!("add --dataset to measure accuracy and write a report");
+            }
+        }
+        Command::Compile {
+            model,
+            calibration,
+            accuracy,
+            package,
+            json,
+        } => {
+            let key = keys::load_signing_key(&package.key)?;
+            let compiled = compile_with(&model, &calibration, &accuracy, Some(&package), !json)?;
+            let dir = save_report(&compiled.report, &accuracy, &package.out)?;
+            if !compiled.report.verdict.good_enough && accuracy.accuracy_budget.is_some() {
+                print_report(&compiled.report, &dir);
+                return budget_status(&compiled.report);
+            }
+            let bytes = compile::write_package(&compiled, package.default_precision, &key)?;
+            write_atomically(&package.out, &bytes)?;
+            if json {
+                println!("{}", String::from_utf8_lossy(&compiled.report.to_json()));
+            } else {
+                println!("wrote {} ({} bytes)", package.out.display(), bytes.len());
+                print_report(&compiled.report, &dir);
             }
         }
         Command::Evaluate {
@@ -337,6 +512,7 @@ fn main() -> Result<()> {
             labels,
             decoder,
             task,
+            precision,
             dataset,
             reference_model,
             annotations,
@@ -350,20 +526,23 @@ fn main() -> Result<()> {
                 decoder,
                 task: task.map(TaskArg::task).unwrap_or(Task::Classification),
             };
-            let trusted = (!trusted_keys.is_empty()).then_some(trusted_keys);
-            // Top-5 needs five classes back; mAP needs every box down to a low score.
-            let config = |threshold: f32| Config {
+            let base = Config {
                 threads,
-                threshold: Some(threshold),
-                top_k: Some(5),
-                trusted_keys: trusted.clone(),
+                precision,
+                trusted_keys: (!trusted_keys.is_empty()).then_some(trusted_keys),
                 ..Config::default()
             };
             // Read the task first, so the model is loaded once, with the right settings.
-            let source = ModelSource::open(&model, &parts, &config(0.0))?;
-            match source.manifest().task {
+            let source = ModelSource::open(&model, &parts, &base)?;
+            if precision.is_some() && matches!(source, ModelSource::Onnx(..)) {
+                anyhow::bail!(
+                    "--precision picks an artifact of a package; an ONNX model runs as it is"
+                );
+            }
+            let task = source.manifest().task;
+            let predictor = source.predictor(&evaluation_config(task, &base))?;
+            match task {
                 Task::Classification => {
-                    let predictor = source.predictor(&config(0.0))?;
                     let samples = load_classification(&dataset, &predictor.manifest().labels)?;
                     let report = evaluate_classification(&predictor, &samples, !json)?;
                     if json {
@@ -373,25 +552,22 @@ fn main() -> Result<()> {
                     }
                 }
                 Task::Detection => {
-                    let predictor = source.predictor(&Config {
-                        top_k: Some(MAP_MAX_DETECTIONS),
-                        ..config(0.001)
-                    })?;
+                    let reference_config = Config {
+                        precision: Some(Precision::Fp32),
+                        ..reference_config(&base)
+                    };
                     let reference = reference_model
                         .map(|m| {
-                            let config = Config {
-                                threshold: None,
-                                top_k: Some(MAP_MAX_DETECTIONS),
-                                ..config(0.0)
-                            };
-                            ModelSource::open(&m, &parts, &config)?.predictor(&config)
+                            ModelSource::open(&m, &parts, &reference_config)?
+                                .predictor(&reference_config)
                         })
                         .transpose()?;
-                    let truth = match (&reference, &annotations) {
+                    let coco = annotations
+                        .map(|a| CocoIndex::load(&a, &predictor.manifest().labels))
+                        .transpose()?;
+                    let truth = match (&reference, &coco) {
                         (Some(r), _) => Truth::Reference(r),
-                        (None, Some(a)) => {
-                            Truth::Coco(CocoIndex::load(a, &predictor.manifest().labels)?)
-                        }
+                        (None, Some(index)) => Truth::Coco(index),
                         (None, None) => Truth::LabelFiles,
                     };
                     let images = quantize::calibration_images(&dataset)?;
@@ -409,8 +585,17 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Most boxes per image counted by mAP (as the YOLOv8 decoder's default).
-const MAP_MAX_DETECTIONS: usize = 300;
+/// Fails (exit status 1) when an accuracy budget was given and not met.
+fn budget_status(report: &Report) -> Result<()> {
+    match &report.mixed_precision {
+        Some(m) if !m.met => anyhow::bail!(
+            "the accuracy budget of {:.2} points cannot be met: the best INT8 model tried loses {:.2} points; nothing was packaged (see the report)",
+            m.budget_points,
+            report.verdict.loss_points
+        ),
+        _ => Ok(()),
+    }
+}
 
 /// What an unpackaged ONNX model needs beside itself.
 struct ModelParts {

@@ -88,9 +88,9 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
 }
 
 /// File name of the FP32 CPU model inside a package.
-const MODEL_FILE: &str = "model.onnx";
+pub const MODEL_FILE: &str = "model.onnx";
 /// File name of the INT8 CPU model inside a package.
-const INT8_MODEL_FILE: &str = "model_int8.onnx";
+pub const INT8_MODEL_FILE: &str = "model_int8.onnx";
 
 /// The model loads at the preprocessing's shape, and the decoder accepts what it
 /// declares and what it actually returns for a blank image.

@@ -227,10 +227,32 @@ fn yolov8_int8_agrees_with_fp32() {
         d.join("calib").to_str().unwrap(),
         "--method",
         "minmax",
+        "--task",
+        "detection",
+        "--labels",
+        shared()
+            .join("models/yolov8_fall/labels.txt")
+            .to_str()
+            .unwrap(),
+        "--dataset",
+        d.join("images").to_str().unwrap(),
+        "--latency-runs",
+        "1",
+        "--json",
         "--out",
         d.join("int8.onnx").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // No labels beside the images: the report measures agreement with FP32.
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["verdict"]["metric"], "map50");
+    assert!(report["dataset"]["truth"]
+        .as_str()
+        .unwrap()
+        .contains("agreement with the FP32"));
+    assert_eq!(report["fp32"]["map50"], 1.0);
+    assert!(report["int8"]["truth_boxes"].as_u64().unwrap() > 0);
+    // `evaluate` with the FP32 model as reference gives the same agreement.
     let o = evaluate(
         d,
         &d.join("int8.onnx"),
@@ -241,5 +263,7 @@ fn yolov8_int8_agrees_with_fp32() {
     eprintln!("YOLOv8 INT8 vs FP32 on 20 images: {v}");
     assert_eq!(v["truth"], "reference-model");
     assert!(v["truth_boxes"].as_u64().unwrap() > 0);
+    assert_eq!(v["map50"], report["int8"]["map50"]);
+    assert_eq!(v["map50_95"], report["int8"]["map50_95"]);
     assert!(v["map50"].as_f64().unwrap() >= 0.90, "{v}");
 }

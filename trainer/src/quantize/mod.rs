@@ -2,6 +2,7 @@
 //! the package's own preprocessing.
 
 pub mod analysis;
+pub mod budget;
 pub mod calibrate;
 pub mod fold;
 pub mod qdq;
@@ -99,103 +100,231 @@ pub fn quantize(
     images: &[PathBuf],
     options: &QuantizeOptions,
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
-    let mut proto = parse_model(onnx)?;
-    let opset = proto
-        .opset_import
-        .iter()
-        .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .max()
-        .unwrap_or(0);
-    if opset < 10 {
-        return Err(TrainerError::Invalid(format!(
-            "the model uses ONNX opset {opset}; QDQ needs opset 10 or later (re-export it)"
-        )));
-    }
-    // Per-channel DequantizeLinear arrived in opset 13; older models get
-    // per-tensor weight scales (less accurate, still standard).
-    let per_channel = opset >= 13;
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
-    fold::constants_to_initializers(graph);
-    let folded_batch_norms = fold::fold_batch_norm(graph)?;
-    // Calibrate the folded graph: it is what gets quantised.
-    let folded = proto.encode_to_vec();
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
-    let all = qdq::targets(graph, &[], &[], true);
-    let targets = qdq::targets(graph, &options.skip_nodes, &options.skip_ops, per_channel);
-    for s in &options.skip_nodes {
-        if !all.iter().any(|t| &t.name == s) {
+    let calibration = Calibration::run(onnx, preprocess, images, options)?;
+    let (quantized, targets) = calibration.build(&[])?;
+    let layers = calibration.compare_layers(&quantized, &targets, options.progress)?;
+    let summary = calibration.summary(&targets, layers);
+    Ok((quantized, summary))
+}
+
+/// A calibrated model, ready to be rewritten to QDQ with any subset of its
+/// quantisable nodes: mixed precision re-uses one calibration for every trial.
+pub struct Calibration {
+    /// The model with BatchNorm folded, before any QDQ.
+    proto: tract_onnx::pb::ModelProto,
+    /// `proto` encoded: the FP32 model the INT8 one is compared with.
+    folded: Vec<u8>,
+    preprocess: Preprocess,
+    per_channel: bool,
+    folded_batch_norms: usize,
+    /// Every quantisable node, skip lists ignored.
+    all: Vec<qdq::Target>,
+    /// The nodes left after the skip lists.
+    targets: Vec<qdq::Target>,
+    ranges: BTreeMap<String, (f32, f32)>,
+    inputs: Vec<Vec<f32>>,
+    skipped: Vec<String>,
+    method: Method,
+    skip_nodes: Vec<String>,
+    skip_ops: Vec<String>,
+}
+
+impl Calibration {
+    /// Folds BatchNorm, checks the skip lists, and observes the activation ranges of
+    /// every node left to quantise over the calibration images.
+    pub fn run(
+        onnx: &[u8],
+        preprocess: &Preprocess,
+        images: &[PathBuf],
+        options: &QuantizeOptions,
+    ) -> Result<Calibration> {
+        let mut proto = parse_model(onnx)?;
+        let opset = proto
+            .opset_import
+            .iter()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .max()
+            .unwrap_or(0);
+        if opset < 10 {
             return Err(TrainerError::Invalid(format!(
-                "--skip-node {s}: no quantisable node has that name"
+                "the model uses ONNX opset {opset}; QDQ needs opset 10 or later (re-export it)"
             )));
         }
-    }
-    if targets.is_empty() {
-        return Err(TrainerError::Invalid(
-            "nothing to quantise: no Conv, Gemm or MatMul with float weights is left".into(),
-        ));
-    }
-    let mut tensors: Vec<String> = targets.iter().map(|t| t.activation.clone()).collect();
-    tensors.sort();
-    tensors.dedup();
+        // Per-channel DequantizeLinear arrived in opset 13; older models get
+        // per-tensor weight scales (less accurate, still standard).
+        let per_channel = opset >= 13;
+        let graph = proto
+            .graph
+            .as_mut()
+            .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
+        fold::constants_to_initializers(graph);
+        let folded_batch_norms = fold::fold_batch_norm(graph)?;
+        let all = qdq::targets(graph, &[], &[], true);
+        let targets = qdq::targets(graph, &options.skip_nodes, &options.skip_ops, per_channel);
+        for s in &options.skip_nodes {
+            if !all.iter().any(|t| &t.name == s) {
+                return Err(TrainerError::Invalid(format!(
+                    "--skip-node {s}: no quantisable node has that name"
+                )));
+            }
+        }
+        if targets.is_empty() {
+            return Err(TrainerError::Invalid(
+                "nothing to quantise: no Conv, Gemm or MatMul with float weights is left".into(),
+            ));
+        }
+        // Calibrate the folded graph: it is what gets quantised.
+        let folded = proto.encode_to_vec();
+        let mut tensors: Vec<String> = targets.iter().map(|t| t.activation.clone()).collect();
+        tensors.sort();
+        tensors.dedup();
 
-    let passes = if options.method == Method::MinMax {
-        1
-    } else {
-        2
-    };
-    let bar = progress_bar(
-        options.progress,
-        images.len() as u64 * (passes + 2),
-        "calibrating",
-    );
-    let (inputs, skipped) = prepare_images(preprocess, images, &bar)?;
-    let observers = observe(&folded, preprocess, &inputs, &tensors, options.method, &bar)?;
-    let ranges: BTreeMap<String, (f32, f32)> = tensors
-        .iter()
-        .zip(&observers)
-        .map(|(t, o)| (t.clone(), o.range(options.method)))
-        .collect();
-    // The tensors to compare afterwards: each quantised node's first output.
-    let outputs: Vec<String> = targets
-        .iter()
-        .map(|t| graph.node[t.node].output[0].clone())
-        .collect();
-    qdq::rewrite(graph, &targets, &ranges, per_channel)?;
-    let quantized = proto.encode_to_vec();
-    // Each quantised node's output, INT8 against FP32, on the calibration set.
-    let layers = analysis::compare_layers(
-        &folded,
-        &quantized,
-        preprocess.tensor_shape(),
-        &inputs,
-        &targets,
-        &outputs,
-        &bar,
-    )?;
-    bar.finish_and_clear();
-    let summary = QuantizeSummary {
-        method: options.method,
-        calibration_images: inputs.len(),
-        skipped_images: skipped,
-        quantized_nodes: targets.iter().map(|t| t.name.clone()).collect(),
-        kept_fp32: all
+        let passes = if options.method == Method::MinMax {
+            1
+        } else {
+            2
+        };
+        let bar = progress_bar(
+            options.progress,
+            images.len() as u64 * (passes + 1),
+            "calibrating",
+        );
+        let (inputs, skipped) = prepare_images(preprocess, images, &bar)?;
+        let observers = observe(&folded, preprocess, &inputs, &tensors, options.method, &bar)?;
+        bar.finish_and_clear();
+        let ranges = tensors
             .iter()
-            .filter(|a| !targets.iter().any(|t| t.node == a.node))
-            .map(|a| a.name.clone())
-            .collect(),
-        per_channel,
-        folded_batch_norms,
-        ranges,
-        layers,
-    };
-    Ok((quantized, summary))
+            .zip(&observers)
+            .map(|(t, o)| (t.clone(), o.range(options.method)))
+            .collect();
+        Ok(Calibration {
+            proto,
+            folded,
+            preprocess: preprocess.clone(),
+            per_channel,
+            folded_batch_norms,
+            all,
+            targets,
+            ranges,
+            inputs,
+            skipped,
+            method: options.method,
+            skip_nodes: options.skip_nodes.clone(),
+            skip_ops: options.skip_ops.clone(),
+        })
+    }
+
+    /// The FP32 model (BatchNorm folded) that the INT8 one derives from.
+    pub fn fp32_model(&self) -> &[u8] {
+        &self.folded
+    }
+
+    /// The preprocessed calibration inputs.
+    pub fn inputs(&self) -> &[Vec<f32>] {
+        &self.inputs
+    }
+
+    /// The QDQ model with every calibrated node quantised except `keep_fp32`
+    /// (node names), and the nodes it quantised.
+    pub fn build(&self, keep_fp32: &[String]) -> Result<(Vec<u8>, Vec<qdq::Target>)> {
+        let targets: Vec<qdq::Target> = self
+            .targets
+            .iter()
+            .filter(|t| !keep_fp32.contains(&t.name))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return Err(TrainerError::Invalid(
+                "nothing left to quantise: every node is kept in FP32".into(),
+            ));
+        }
+        let mut proto = self.proto.clone();
+        let graph = proto
+            .graph
+            .as_mut()
+            .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
+        qdq::rewrite(graph, &targets, &self.ranges, self.per_channel)?;
+        Ok((proto.encode_to_vec(), targets))
+    }
+
+    /// Each quantised node's output in `quantized` against FP32 on the calibration
+    /// set, worst first.
+    pub fn compare_layers(
+        &self,
+        quantized: &[u8],
+        targets: &[qdq::Target],
+        progress: bool,
+    ) -> Result<Vec<analysis::LayerError>> {
+        let graph = self
+            .proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| TrainerError::Invalid("the ONNX model has no graph".into()))?;
+        // The tensors compared: each quantised node's first output.
+        let outputs: Vec<String> = targets
+            .iter()
+            .map(|t| graph.node[t.node].output[0].clone())
+            .collect();
+        let bar = progress_bar(progress, self.inputs.len() as u64 * 2, "comparing layers");
+        let layers = analysis::compare_layers(
+            &self.folded,
+            quantized,
+            self.preprocess.tensor_shape(),
+            &self.inputs,
+            targets,
+            &outputs,
+            &bar,
+        )?;
+        bar.finish_and_clear();
+        Ok(layers)
+    }
+
+    /// Quantisable nodes left out of calibration, with why: the skip lists, or
+    /// grouped convolutions when weights can only have one scale per tensor.
+    pub fn left_out(&self) -> Vec<(String, String)> {
+        self.all
+            .iter()
+            .filter(|a| !self.targets.iter().any(|t| t.node == a.node))
+            .map(|a| {
+                let reason = if self.skip_nodes.contains(&a.name) || self.skip_ops.contains(&a.op) {
+                    "skip list"
+                } else {
+                    "grouped convolution: one weight scale per tensor before opset 13"
+                };
+                (a.name.clone(), reason.to_string())
+            })
+            .collect()
+    }
+
+    /// What a run that quantised `targets` did.
+    pub fn summary(
+        &self,
+        targets: &[qdq::Target],
+        layers: Vec<analysis::LayerError>,
+    ) -> QuantizeSummary {
+        QuantizeSummary {
+            method: self.method,
+            calibration_images: self.inputs.len(),
+            skipped_images: self.skipped.clone(),
+            quantized_nodes: targets.iter().map(|t| t.name.clone()).collect(),
+            kept_fp32: self
+                .all
+                .iter()
+                .filter(|a| !targets.iter().any(|t| t.node == a.node))
+                .map(|a| a.name.clone())
+                .collect(),
+            per_channel: self.per_channel,
+            folded_batch_norms: self.folded_batch_norms,
+            ranges: self
+                .ranges
+                .iter()
+                .filter(|(t, _)| targets.iter().any(|q| &q.activation == *t))
+                .map(|(t, r)| (t.clone(), *r))
+                .collect(),
+            layers,
+        }
+    }
 }
 
 /// A model planned to return chosen intermediate tensors, for calibration and
