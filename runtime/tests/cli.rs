@@ -50,6 +50,53 @@ fn info_prints_the_manifest_summary() {
     assert_eq!(v["labels"], serde_json::json!(["0", "180"]));
 }
 
+/// A package from `outpost-trainer compile` carries the trainer's report; `info`
+/// prints its verdict, and copes with a report that holds none.
+#[test]
+fn info_prints_the_signed_report_verdict() {
+    use outpost_runtime::package::describe_artifact;
+    use outpost_runtime::package::manifest::{ArtifactFormat, Precision};
+    let onnx = cls_onnx();
+    for (report, needle) in [
+        (
+            r#"{"verdict":{"summary":"INT8 is good enough: top-1 99.00% against 99.10% in FP32"}}"#,
+            "report      INT8 is good enough: top-1 99.00% against 99.10% in FP32",
+        ),
+        ("not json", "report      report.json holds no verdict"),
+    ] {
+        let mut m = cls_manifest(&onnx);
+        m.artifacts.push(describe_artifact(
+            "report.json",
+            ArtifactFormat::Other,
+            "cpu",
+            Precision::Int8,
+            report.as_bytes(),
+        ));
+        let pkg = write_package_with(
+            &m,
+            vec![
+                ("model.onnx", onnx.clone()),
+                ("report.json", report.as_bytes().to_vec()),
+            ],
+        );
+        let key = pkg.key_dir.to_str().unwrap();
+        let o = outpost(
+            &["info", pkg.path.to_str().unwrap(), "--trusted-key", key],
+            &[],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(stdout(&o).contains(needle), "{}", stdout(&o));
+    }
+    // A package without a report prints no report line.
+    let pkg = cls_package();
+    let key = pkg.key_dir.to_str().unwrap();
+    let o = outpost(
+        &["info", pkg.path.to_str().unwrap(), "--trusted-key", key],
+        &[],
+    );
+    assert!(!stdout(&o).contains("report "));
+}
+
 /// `outpost infer --json` on one shared photo; must succeed.
 fn infer_json(pkg: &TestPackage, photo: &str, extra: &[&str]) -> serde_json::Value {
     let image = shared().join("images").join(photo);

@@ -111,6 +111,11 @@ impl TestPackage {
 }
 
 pub fn write_package(manifest: &Manifest, onnx: Vec<u8>) -> TestPackage {
+    write_package_with(manifest, vec![("model.onnx", onnx)])
+}
+
+/// A signed package of these files (the manifest must list them).
+pub fn write_package_with(manifest: &Manifest, files: Vec<(&str, Vec<u8>)>) -> TestPackage {
     let dir = tempfile::tempdir().unwrap();
     let key = signing_key();
     let key_dir = dir.path().join("keys");
@@ -121,7 +126,9 @@ pub fn write_package(manifest: &Manifest, onnx: Vec<u8>) -> TestPackage {
     )
     .unwrap();
     let mut writer = PackageWriter::new();
-    writer.add_file("model.onnx", onnx).unwrap();
+    for (name, bytes) in files {
+        writer.add_file(name, bytes).unwrap();
+    }
     let bytes = writer.finish(manifest, &key).unwrap();
     let path = dir.path().join("model.opk");
     std::fs::write(&path, bytes).unwrap();

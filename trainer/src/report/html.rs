@@ -87,11 +87,11 @@ fn sensitivity_chart(out: &mut String, r: &Report) {
     let _ = writeln!(
         out,
         "<svg width=\"{w}\" height=\"{height}\" role=\"img\" aria-label=\"per-layer relative error\" font-size=\"11\" font-family=\"monospace\">",
-        w = LABEL + BAR as usize + 110
+        w = LABEL + BAR as usize + 170
     );
     let _ = writeln!(
         out,
-        "<text x=\"{LABEL}\" y=\"12\" fill=\"#666\">relative error against FP32 (longer is worse)</text>"
+        "<text x=\"{LABEL}\" y=\"12\" fill=\"#666\">relative error against FP32 (longer is worse; orange: kept in FP32)</text>"
     );
     for (i, l) in r.layers.iter().enumerate() {
         let y = 20 + i * ROW;
@@ -145,6 +145,17 @@ pub fn render(r: &Report) -> String {
         "<p id=\"verdict\" class=\"verdict {}\">{}</p>",
         if v.good_enough { "good" } else { "bad" },
         escape(&v.summary)
+    );
+    let _ = writeln!(
+        out,
+        "<p id=\"cost-summary\">INT8 is {:.1} MB, {:.0}% of FP32, and runs at {:.2}× the speed of FP32 on this machine ({:.2} ms against {:.2} ms). {} of {} quantisable layers stay in FP32.</p>",
+        r.size.int8_bytes as f64 / 1e6,
+        r.size.ratio * 100.0,
+        r.latency.int8_speedup,
+        r.latency.int8_ms,
+        r.latency.fp32_ms,
+        r.kept_fp32.len(),
+        r.layers.len() + r.kept_fp32.iter().filter(|k| !r.layers.iter().any(|l| l.node == k.node)).count()
     );
     let _ = writeln!(
         out,

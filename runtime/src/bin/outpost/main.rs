@@ -228,6 +228,14 @@ fn info(path: &Path, config: &Config, as_json: bool) -> Result<()> {
             a.sha256
         );
     }
+    // The trainer's report (from `outpost-trainer compile`), signed with the package.
+    if let Ok(report) = package.artifact("report.json") {
+        let summary = serde_json::from_slice::<serde_json::Value>(report)
+            .ok()
+            .and_then(|v| v["verdict"]["summary"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "report.json holds no verdict".into());
+        println!("report      {summary} (report.html has the details)");
+    }
     Ok(())
 }
 
