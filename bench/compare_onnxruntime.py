@@ -356,6 +356,31 @@ def run_outpost_once(name, opk, image, keydir, runtime, threads, runs, args) -> 
     return parse_bench_json(p.stdout)
 
 
+PROFILE_TOP_OPS = 8
+
+
+def profile_markdown(name, opk, image, keydir, runtime, threads, runs, args) -> str:
+    """`outpost bench --profile`: where the model stage's time goes, per operator."""
+    env = dict(os.environ, OUTPOST_THREADS=str(threads))
+    cmd = [runtime, "bench", opk, image, "--json", "--profile", "--trusted-key",
+           keydir / "public.key", "--runs", runs]
+    p = run_checked(cmd, f"outpost bench --profile ({name}, threads={threads})", env=env,
+                    timeout=args.timeout)
+    prof = parse_bench_json(p.stdout)["profile"]
+    lines = [f"**{name}**, {threads} thread(s): {prof['total_ms']:.2f} ms per run "
+             f"(median of {prof['runs']}); node times summed per operator", "",
+             "| operator | nodes | ms | share |", "| --- | ---: | ---: | ---: |"]
+    for op in prof["by_op"][:PROFILE_TOP_OPS]:
+        lines.append(f"| `{op['op']}` | {op['nodes']} | {op['ms']:.2f} | {op['share'] * 100:.1f}% |")
+    rest = prof["by_op"][PROFILE_TOP_OPS:]
+    if rest:
+        lines.append(f"| {len(rest)} others | {sum(o['nodes'] for o in rest)} | "
+                     f"{sum(o['ms'] for o in rest):.2f} | {sum(o['share'] for o in rest) * 100:.1f}% |")
+    slow = ", ".join(f"`{n['node']}` ({n['op']}, {n['ms']:.2f} ms)" for n in prof["nodes"][:3])
+    lines += ["", f"Slowest nodes: {slow}."]
+    return "\n".join(lines)
+
+
 # ======================================================================================
 # Aggregation and report.
 # ======================================================================================
@@ -526,6 +551,9 @@ def parse_args(argv=None):
     ap.add_argument("--shared-dir", type=Path, default=DEFAULT_SHARED,
                     help="shared fixtures directory (default: <repo>/../shared)")
     ap.add_argument("--json-out", type=Path, help="also write the raw and aggregated results as JSON here")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where Outpost's model time goes, per operator "
+                         "(`outpost bench --profile`, at the first --threads count)")
     ap.add_argument("--keep-work-dir", action="store_true", help="keep the temporary keys/packages and print where")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per child process (default: 900)")
     ap.add_argument("--ort-worker", metavar="SPEC_JSON", help=argparse.SUPPRESS)  # internal
@@ -568,6 +596,7 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="outpost-vs-ort-"))
     rows = []
+    profiles = []
     try:
         keydir, opks = (None, {})
         if not args.ort_only:
@@ -598,6 +627,11 @@ def main(argv=None) -> int:
                 op_agg = aggregate_outpost(op_reps) if op_reps else None
                 rows.append({"model": name, "threads": threads, "task": cfg["task"],
                              "ort": ort_agg, "outpost": op_agg, "derived": derive(ort_agg, op_agg)})
+        if args.profile and not args.ort_only:
+            for name in args.model_list:
+                profiles.append(profile_markdown(
+                    name, opks[name], shared / MODELS[name]["image"], keydir, runtime,
+                    args.thread_list[0], max(args.runs, MIN_RUNS), args))
     finally:
         if args.keep_work_dir:
             log(f"work dir kept: {work}")
@@ -612,6 +646,9 @@ def main(argv=None) -> int:
           "Ratios are Outpost / onnxruntime (below 1 means Outpost is faster or smaller). "
           "ORT peak RSS includes the Python interpreter, numpy, PIL and onnxruntime "
           f"(about {max(r['ort']['baseline_rss_mb'] for r in rows):.0f} MB before the session is created).")
+    for table in profiles:
+        print()
+        print(table)
 
     if args.json_out:
         config = {k: v for k, v in vars(args).items() if k not in ("ort_worker",)}

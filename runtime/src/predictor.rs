@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::backend::{self, cpu::CpuBackend, Backend};
+use crate::backend::{self, cpu::CpuBackend, profile::Profile, Backend};
 use crate::config::{BackendKind, Config, Settings};
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
@@ -121,6 +121,12 @@ impl Predictor {
     /// Stage 3: run the model.
     pub fn run_model(&self, prepared: Prepared) -> Result<Vec<OutputTensor>> {
         self.backend.run(&prepared.shape, prepared.data)
+    }
+
+    /// Times stage 3 node by node over `runs` runs (see [`Profile`]); `None` where
+    /// the backend cannot profile.
+    pub fn profile_model(&self, prepared: &Prepared, runs: usize) -> Result<Option<Profile>> {
+        self.backend.profile(&prepared.shape, &prepared.data, runs)
     }
 
     /// Stage 4: decode outputs into typed results.

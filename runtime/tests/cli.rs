@@ -241,3 +241,62 @@ fn bench_json_has_every_stage_and_honours_outpost_threads() {
     assert!(o.status.success());
     assert!(stdout(&o).contains("preprocess"));
 }
+
+/// `bench --profile`: every timed node of the optimised graph, grouped by operator;
+/// with one run, the nodes' times fit inside the whole run's.
+#[test]
+fn bench_profile_accounts_for_every_node() {
+    let pkg = cls_package();
+    let run = |runs: &str, json: bool| {
+        let mut args = vec![
+            "bench",
+            pkg.path.to_str().unwrap(),
+            "--profile",
+            "--runs",
+            runs,
+            "--trusted-key",
+            pkg.key_dir.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let o = outpost(&args, &[("OUTPOST_THREADS", "1")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let v: serde_json::Value = serde_json::from_slice(&run("1", true).stdout).unwrap();
+    let p = &v["profile"];
+    assert_eq!(p["runs"], 1);
+    let nodes = p["nodes"].as_array().unwrap();
+    let by_op = p["by_op"].as_array().unwrap();
+    // The PP-OCR classifier has dozens of convolutions; each node is named and typed.
+    assert!(nodes.len() > 20, "{}", nodes.len());
+    assert!(nodes
+        .iter()
+        .all(|n| !n["node"].as_str().unwrap().is_empty() && !n["op"].as_str().unwrap().is_empty()));
+    let counted: u64 = by_op.iter().map(|o| o["nodes"].as_u64().unwrap()).sum();
+    assert_eq!(counted as usize, nodes.len());
+    let share: f64 = by_op.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-9, "{share}");
+    for op in by_op {
+        let sum: f64 = nodes
+            .iter()
+            .filter(|n| n["op"] == op["op"])
+            .map(|n| n["ms"].as_f64().unwrap())
+            .sum();
+        assert!((sum - op["ms"].as_f64().unwrap()).abs() < 1e-9);
+    }
+    // Slowest first.
+    let ms: Vec<f64> = nodes.iter().map(|n| n["ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]));
+    let total: f64 = ms.iter().sum();
+    assert!(
+        total <= p["total_ms"].as_f64().unwrap(),
+        "{total} > {}",
+        p["total_ms"]
+    );
+    // The table names the operators.
+    let text = stdout(&run("2", false));
+    assert!(text.contains("model stage by operator"), "{text}");
+    assert!(text.contains(by_op[0]["op"].as_str().unwrap()), "{text}");
+}

@@ -6,6 +6,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ndarray::{ArrayD, IxDyn};
 use tract_onnx::tract_core::runtime::RunOptions;
 
+use std::time::Instant;
+
+use tract_onnx::tract_core::plan::SimpleState;
+
+use super::profile::Profile;
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::results::OutputTensor;
@@ -82,6 +87,12 @@ impl CpuBackend {
     }
 }
 
+fn tensor(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    Ok(ArrayD::from_shape_vec(IxDyn(shape), data)
+        .map_err(|e| Error::Inference(e.to_string()))?
+        .into_tensor())
+}
+
 fn load_err(e: TractError) -> Error {
     Error::ModelLoad(format!("{e:#}"))
 }
@@ -95,10 +106,51 @@ impl Backend for CpuBackend {
         &self.output_shapes
     }
 
+    fn profile(&self, shape: &[usize], data: &[f32], runs: usize) -> Result<Option<Profile>> {
+        let model = self.plan.model();
+        let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); model.nodes.len()];
+        let mut totals = Vec::new();
+        let mut state =
+            SimpleState::new(&self.plan).map_err(|e| Error::Inference(format!("{e:#}")))?;
+        for _ in 0..runs.max(1) {
+            let input = tensor(shape, data.to_vec())?;
+            let mut run: Vec<f64> = vec![0.0; model.nodes.len()];
+            let started = Instant::now();
+            state
+                .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+                    let t = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    run[node.id] += t.elapsed().as_secs_f64() * 1e3;
+                    out
+                })
+                .map_err(|e| Error::Inference(format!("{e:#}")))?;
+            totals.push(started.elapsed().as_secs_f64() * 1e3);
+            for (samples, ms) in per_node.iter_mut().zip(run) {
+                samples.push(ms);
+            }
+        }
+        // Inputs and constants take no time; leave them out.
+        let order = self.plan.order_without_consts();
+        let (names, samples): (Vec<_>, Vec<_>) = order
+            .iter()
+            .filter(|&&id| {
+                !model
+                    .input_outlets()
+                    .is_ok_and(|i| i.iter().any(|o| o.node == id))
+            })
+            .map(|&id| {
+                let node = model.node(id);
+                (
+                    (node.name.clone(), node.op().name().to_string()),
+                    std::mem::take(&mut per_node[id]),
+                )
+            })
+            .unzip();
+        Ok(Some(Profile::from_samples(names, samples, totals)))
+    }
+
     fn run(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<OutputTensor>> {
-        let input = ArrayD::from_shape_vec(IxDyn(shape), data)
-            .map_err(|e| Error::Inference(e.to_string()))?
-            .into_tensor();
+        let input = tensor(shape, data)?;
         let outputs = self
             .plan
             .run(tvec!(input.into_tvalue()))

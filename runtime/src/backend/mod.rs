@@ -5,7 +5,9 @@
 //! not compiled in keeps its name and answers "not available on this build".
 
 pub mod cpu;
+pub mod profile;
 
+use self::profile::Profile;
 use crate::config::BackendKind;
 use crate::error::{Error, Result};
 use crate::results::OutputTensor;
@@ -19,6 +21,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn output_shapes(&self) -> &[Vec<Option<usize>>];
     /// Runs one input tensor of `shape`, returning every output as f32.
     fn run(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<OutputTensor>>;
+    /// Times each node over `runs` runs of one input; `None` where the backend
+    /// cannot say.
+    fn profile(&self, _shape: &[usize], _data: &[f32], _runs: usize) -> Result<Option<Profile>> {
+        Ok(None)
+    }
 }
 
 /// The backend that will serve `kind` on this build, or why none can.

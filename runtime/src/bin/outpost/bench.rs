@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use outpost_runtime::backend::profile::{self, Profile};
 use outpost_runtime::{Config, ImageInput, Predictor};
 use serde::Serialize;
 
@@ -33,6 +34,9 @@ pub struct Report {
     total_median_ms: f64,
     stages: BTreeMap<&'static str, StageReport>,
     peak_rss_mb: Option<f64>,
+    /// With `--profile`: the model stage, node by node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<Profile>,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -48,14 +52,7 @@ fn quantile(samples: &[f64], q: f64) -> f64 {
 }
 
 fn median(samples: &[f64]) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    profile::median(&mut samples.to_vec())
 }
 
 /// Peak RSS of this process in MiB (`VmHWM`), on Linux.
@@ -88,6 +85,7 @@ pub fn run(
     config: &Config,
     runs: usize,
     warmup: usize,
+    profile: bool,
 ) -> Result<Report> {
     let bytes = match image {
         Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -146,6 +144,16 @@ pub fn run(
         peaks[3] = peak_rss_mb();
     }
 
+    let profile = if profile {
+        let rgb = predictor.decode(input).map_err(super::coded)?;
+        let prepared = predictor.preprocess(&rgb).map_err(super::coded)?;
+        predictor
+            .profile_model(&prepared, runs)
+            .map_err(super::coded)?
+    } else {
+        None
+    };
+
     let names = ["decode", "preprocess", "model", "postprocess"];
     let stages = names
         .iter()
@@ -173,6 +181,7 @@ pub fn run(
         total_median_ms: round3(median(&totals)),
         stages,
         peak_rss_mb: overall_peak.map(round3),
+        profile,
     })
 }
 
@@ -210,8 +219,33 @@ pub fn table(r: &Report) -> String {
             ));
         }
     }
+    if let Some(p) = &r.profile {
+        out.push_str(&format!(
+            "\nmodel stage by operator (sum of node medians over {} runs; whole run {:.2} ms)\n{:<28} {:>6} {:>10} {:>7}\n",
+            p.runs, p.total_ms, "operator", "nodes", "ms", "share"
+        ));
+        for op in &p.by_op {
+            out.push_str(&format!(
+                "{:<28} {:>6} {:>10.3} {:>6.1}%\n",
+                op.op,
+                op.nodes,
+                op.ms,
+                op.share * 100.0
+            ));
+        }
+        out.push_str(&format!(
+            "slowest nodes\n{:<48} {:<20} {:>10}\n",
+            "node", "operator", "ms"
+        ));
+        for n in p.nodes.iter().take(PROFILE_TOP_NODES) {
+            out.push_str(&format!("{:<48} {:<20} {:>10.3}\n", n.node, n.op, n.ms));
+        }
+    }
     out
 }
+
+/// Nodes listed by the text table under `--profile` (JSON has them all).
+const PROFILE_TOP_NODES: usize = 15;
 
 #[cfg(test)]
 mod tests {

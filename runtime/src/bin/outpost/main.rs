@@ -83,6 +83,10 @@ enum Command {
         /// Untimed warm-up runs.
         #[arg(long, default_value_t = 2)]
         warmup: usize,
+        /// Also time the model node by node (as many runs again) and show where
+        /// its time goes, per operator and per node.
+        #[arg(long)]
+        profile: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -158,12 +162,20 @@ fn run(cli: Cli) -> Result<()> {
             image,
             runs,
             warmup,
+            profile,
             json,
             common,
         } => {
             let config = common.config();
             init_logging(&config);
-            let report = bench::run(&package, image.as_deref(), &config, runs.max(1), warmup)?;
+            let report = bench::run(
+                &package,
+                image.as_deref(),
+                &config,
+                runs.max(1),
+                warmup,
+                profile,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
