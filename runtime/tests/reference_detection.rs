@@ -32,6 +32,22 @@ fn model_alone_matches_reference_output() {
     assert!(score_err <= 1e-3, "class scores off by {score_err}");
 }
 
+/// The DFL head's softmax over axis 1 runs on Outpost's kernel, not tract's slow
+/// strided path (the outputs are checked above).
+#[test]
+fn dfl_softmax_runs_on_the_axis_softmax_kernel() {
+    let onnx = std::fs::read(shared().join("models/yolov8_fall/model.onnx")).unwrap();
+    let shape = [1, 3, 640, 640];
+    let backend = CpuBackend::load(&onnx, "images", &shape, 1).unwrap();
+    let profile = backend
+        .profile(&shape, &vec![0.5; 3 * 640 * 640], 1)
+        .unwrap()
+        .unwrap();
+    let count = |op: &str| profile.nodes.iter().filter(|n| n.op == op).count();
+    assert_eq!(count("OutpostAxisSoftmax"), 1);
+    assert_eq!(count("Softmax"), 0);
+}
+
 fn image_path(name: &str) -> std::path::PathBuf {
     let photo = shared().join("images").join(name);
     if photo.exists() {

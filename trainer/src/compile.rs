@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use outpost_runtime::package::manifest::{ArtifactFormat, Precision};
-use outpost_runtime::package::{describe_artifact, PackageWriter};
+use outpost_runtime::package::PackageWriter;
 use outpost_runtime::{Config, Manifest};
 
 use crate::evaluate::{evaluate_model, load_eval_data, DetectionTruth, EvalData, Evaluation};
-use crate::packaging::{checked_manifest, INT8_MODEL_FILE, MODEL_FILE};
+use crate::packaging::{add_artifact, checked_manifest, INT8_MODEL_FILE, MODEL_FILE};
 use crate::quantize::{budget, calibration_images, Calibration, QuantizeOptions};
 use crate::report::{self, Report};
 use crate::{PackageRequest, Result};
@@ -224,27 +224,20 @@ pub fn write_package(
     manifest.default_precision = default_precision;
     let mut writer = PackageWriter::new();
     writer.add_file(MODEL_FILE, compiled.fp32.clone())?;
-    manifest.artifacts.push(describe_artifact(
-        INT8_MODEL_FILE,
-        ArtifactFormat::Onnx,
-        "cpu",
-        Precision::Int8,
-        &compiled.int8,
-    ));
-    writer.add_file(INT8_MODEL_FILE, compiled.int8.clone())?;
-    for (name, bytes) in [
-        (REPORT_JSON, compiled.report.to_json()),
-        (REPORT_HTML, compiled.report.to_html()),
-    ] {
-        // The report describes the INT8 artifact of the cpu target.
-        manifest.artifacts.push(describe_artifact(
-            name,
+    for (name, format, bytes) in [
+        (INT8_MODEL_FILE, ArtifactFormat::Onnx, compiled.int8.clone()),
+        (
+            REPORT_JSON,
             ArtifactFormat::Other,
-            "cpu",
-            Precision::Int8,
-            &bytes,
-        ));
-        writer.add_file(name, bytes)?;
+            compiled.report.to_json(),
+        ),
+        (
+            REPORT_HTML,
+            ArtifactFormat::Other,
+            compiled.report.to_html(),
+        ),
+    ] {
+        add_artifact(&mut manifest, &mut writer, name, format, bytes)?;
     }
     Ok(writer.finish(&manifest, key)?)
 }

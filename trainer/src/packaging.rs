@@ -75,16 +75,36 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
             &manifest.decoder,
             &manifest.labels,
         )?;
-        manifest.artifacts.push(describe_artifact(
+        add_artifact(
+            &mut manifest,
+            &mut writer,
             INT8_MODEL_FILE,
             ArtifactFormat::Onnx,
-            "cpu",
-            Precision::Int8,
-            &int8,
-        ));
-        writer.add_file(INT8_MODEL_FILE, int8)?;
+            int8,
+        )?;
     }
     Ok(writer.finish(&manifest, key)?)
+}
+
+/// Lists a `cpu`-target artifact in the manifest and adds its bytes to the package.
+/// Models are INT8 here (the FP32 one comes with the manifest); other files
+/// (the report) describe the INT8 model.
+pub fn add_artifact(
+    manifest: &mut Manifest,
+    writer: &mut PackageWriter,
+    file: &str,
+    format: ArtifactFormat,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    manifest.artifacts.push(describe_artifact(
+        file,
+        format,
+        "cpu",
+        Precision::Int8,
+        &bytes,
+    ));
+    writer.add_file(file, bytes)?;
+    Ok(())
 }
 
 /// File name of the FP32 CPU model inside a package.

@@ -69,7 +69,11 @@ impl CpuBackend {
                     .collect(),
             );
         }
-        let optimized = typed.into_optimized().map_err(load_err)?;
+        let mut optimized = typed.into_optimized().map_err(load_err)?;
+        let replaced = super::ops::rewrite(&mut optimized).map_err(load_err)?;
+        if replaced > 0 {
+            tracing::debug!(replaced, "ops replaced by Outpost kernels");
+        }
         let options = RunOptions {
             executor: (threads > 1).then(|| {
                 tract_onnx::tract_core::tract_linalg::multithread::Executor::multithread(threads)
