@@ -49,10 +49,9 @@ impl TypedOp for AxisSoftmax {
     as_op!();
 }
 
-/// Below this, `exp` underflows f32's normal range. libm's `expf` then takes a slow
-/// path (subnormal results, the underflow flag and `errno`) costing ~200 ns a call;
-/// YOLOv8's DFL logits hit it for most values. Against the row maximum's term of 1
-/// these values are below 1e-38, so 0 is as exact as f32 can tell.
+/// Below this, `exp` underflows f32's normal range: the result would be subnormal
+/// or 0, and libm's `expf` takes its slower underflow path. Against the row
+/// maximum's term of 1 such values are below 1e-38, so 0 is as exact as f32 can tell.
 const EXP_UNDERFLOW: f32 = -87.0;
 
 fn exp_or_zero(v: f32) -> f32 {
