@@ -12,7 +12,7 @@ use outpost_runtime::package::manifest::{ArtifactFormat, Precision};
 use outpost_runtime::package::PackageWriter;
 use outpost_runtime::{Config, Manifest};
 
-use crate::evaluate::{evaluate_model, load_eval_data, DetectionTruth, EvalData, Evaluation};
+use crate::evaluate::{evaluate_model, load_eval_data, DetectionTruth, EvalData};
 use crate::packaging::{add_artifact, checked_manifest, INT8_MODEL_FILE, MODEL_FILE};
 use crate::quantize::{budget, calibration_images, Calibration, QuantizeOptions};
 use crate::report::{self, Report};
@@ -97,9 +97,14 @@ pub fn compile(req: &CompileRequest) -> Result<Compiled> {
                 },
             )?
         }
-        None => budget::search(&[], 0.0, fp32_eval.headline(), first, |_| {
-            unreachable_build()
-        })?,
+        // No budget: the fully quantised model, nothing searched.
+        None => budget::Outcome {
+            model: first.0,
+            metric: first.1,
+            kept_fp32: Vec::new(),
+            trials: Vec::new(),
+            met: true,
+        },
     };
     let (int8, int8_eval) = outcome.model;
 
@@ -193,13 +198,6 @@ pub fn compile(req: &CompileRequest) -> Result<Compiled> {
         int8,
         report,
     })
-}
-
-/// Never called: a search over no layers builds nothing.
-fn unreachable_build() -> Result<((Vec<u8>, Evaluation), f64)> {
-    Err(crate::TrainerError::Invalid(
-        "no layer to keep in FP32".into(),
-    ))
 }
 
 fn truth_name(data: &EvalData) -> &'static str {
