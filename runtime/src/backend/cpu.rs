@@ -8,9 +8,8 @@ use tract_onnx::tract_core::runtime::RunOptions;
 
 use std::time::Instant;
 
-use tract_onnx::tract_core::plan::SimpleState;
-
 use super::profile::Profile;
+use super::simd_state;
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::results::OutputTensor;
@@ -69,6 +68,7 @@ impl CpuBackend {
                     .collect(),
             );
         }
+        tracing::debug!(kernels = ?super::routines::active(), "tract inner-loop kernels");
         let mut optimized = typed.into_optimized().map_err(load_err)?;
         let replaced = super::ops::rewrite(&mut optimized).map_err(load_err)?;
         if replaced > 0 {
@@ -101,6 +101,33 @@ fn load_err(e: TractError) -> Error {
     Error::ModelLoad(format!("{e:#}"))
 }
 
+fn infer_err(e: TractError) -> Error {
+    Error::Inference(format!("{e:#}"))
+}
+
+/// Runs the plan node by node with a clean vector state before each node (see
+/// [`simd_state`]) and after the last; adds each node's milliseconds to
+/// `node_ms[node id]` when given.
+fn run_nodes(
+    state: &mut TypedSimpleState,
+    input: Tensor,
+    mut node_ms: Option<&mut [f64]>,
+) -> Result<TVec<TValue>> {
+    let outputs = state
+        .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+            simd_state::clear_upper_state();
+            let started = node_ms.is_some().then(Instant::now);
+            let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+            if let (Some(ms), Some(t)) = (node_ms.as_deref_mut(), started) {
+                ms[node.id] += t.elapsed().as_secs_f64() * 1e3;
+            }
+            out
+        })
+        .map_err(infer_err);
+    simd_state::clear_upper_state();
+    outputs
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
@@ -114,20 +141,12 @@ impl Backend for CpuBackend {
         let model = self.plan.model();
         let mut per_node: Vec<Vec<f64>> = vec![Vec::new(); model.nodes.len()];
         let mut totals = Vec::new();
-        let mut state =
-            SimpleState::new(&self.plan).map_err(|e| Error::Inference(format!("{e:#}")))?;
+        let mut state = self.plan.spawn().map_err(infer_err)?;
         for _ in 0..runs.max(1) {
             let input = tensor(shape, data.to_vec())?;
             let mut run: Vec<f64> = vec![0.0; model.nodes.len()];
             let started = Instant::now();
-            state
-                .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
-                    let t = Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    run[node.id] += t.elapsed().as_secs_f64() * 1e3;
-                    out
-                })
-                .map_err(|e| Error::Inference(format!("{e:#}")))?;
+            run_nodes(&mut state, input, Some(&mut run))?;
             totals.push(started.elapsed().as_secs_f64() * 1e3);
             for (samples, ms) in per_node.iter_mut().zip(run) {
                 samples.push(ms);
@@ -155,10 +174,8 @@ impl Backend for CpuBackend {
 
     fn run(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<OutputTensor>> {
         let input = tensor(shape, data)?;
-        let outputs = self
-            .plan
-            .run(tvec!(input.into_tvalue()))
-            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        let mut state = self.plan.spawn().map_err(infer_err)?;
+        let outputs = run_nodes(&mut state, input, None)?;
         outputs
             .into_iter()
             .zip(&self.output_names)

@@ -7,6 +7,8 @@
 pub mod cpu;
 pub mod ops;
 pub mod profile;
+pub mod routines;
+pub mod simd_state;
 
 use self::profile::Profile;
 use crate::config::BackendKind;
