@@ -69,8 +69,10 @@ impl CpuBackend {
             );
         }
         tracing::debug!(kernels = ?super::routines::active(), "tract inner-loop kernels");
-        let mut optimized = typed.into_optimized().map_err(load_err)?;
-        let replaced = super::ops::rewrite(&mut optimized).map_err(load_err)?;
+        let mut decluttered = typed.into_decluttered().map_err(load_err)?;
+        let mut replaced = super::ops::rewrite_decluttered(&mut decluttered).map_err(load_err)?;
+        let mut optimized = decluttered.into_optimized().map_err(load_err)?;
+        replaced += super::ops::rewrite(&mut optimized).map_err(load_err)?;
         if replaced > 0 {
             tracing::debug!(replaced, "ops replaced by Outpost kernels");
         }

@@ -172,9 +172,11 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_arch = "x86_64")]
     use super::*;
 
     /// The definition, in f64.
+    #[cfg(target_arch = "x86_64")]
     fn reference(
         input: &[f32],
         center: usize,
@@ -275,50 +277,15 @@ mod tests {
         }
     }
 
-    /// Depthwise convolution by definition, NCHW, in f64.
-    #[allow(clippy::too_many_arguments)]
-    fn naive_depthwise(
-        x: &[f32],
-        (c, h, w): (usize, usize, usize),
-        k: &[f32],
-        (kh, kw): (usize, usize),
-        bias: &[f32],
-        stride: usize,
-        pad: usize,
-        dilation: usize,
-    ) -> (Vec<f32>, usize, usize) {
-        let oh = (h + 2 * pad - dilation * (kh - 1) - 1) / stride + 1;
-        let ow = (w + 2 * pad - dilation * (kw - 1) - 1) / stride + 1;
-        let mut out = vec![0f32; c * oh * ow];
-        for ch in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut s = bias[ch] as f64;
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let y = (oy * stride + ky * dilation) as isize - pad as isize;
-                            let xx = (ox * stride + kx * dilation) as isize - pad as isize;
-                            if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
-                                s += k[(ch * kh + ky) * kw + kx] as f64
-                                    * x[(ch * h + y as usize) * w + xx as usize] as f64;
-                            }
-                        }
-                    }
-                    out[(ch * oh + oy) * ow + ox] = s as f32;
-                }
-            }
-        }
-        (out, oh, ow)
-    }
-
     /// A grouped Conv (one group per channel) through tract's optimiser: it becomes
     /// tract's DepthWiseConv op, whose rows run on the kernel tract picks for this
     /// CPU (this one where AVX2 and FMA exist). Odd sizes, strides 1 to 3, padding
     /// and dilation, against the definition.
     #[test]
     fn depthwise_convolutions_in_tract_match_the_definition() {
+        use crate::backend::ops::depthwise::tests::{depthwise_conv, naive_depthwise};
         use tract_onnx::prelude::*;
-        use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+        use tract_onnx::tract_core::ops::cnn::PaddingSpec;
         use tract_onnx::tract_core::ops::nn::DataFormat;
 
         // (channels, h, w, kernel, stride, pad, dilation)
@@ -348,20 +315,8 @@ mod tests {
                 .add_const("k", tensor1(&k).into_shape(&[c, 1, ks, ks]).unwrap())
                 .unwrap();
             let bias = model.add_const("b", tensor1(&b)).unwrap();
-            let conv = Conv {
-                pool_spec: PoolSpec {
-                    data_format: DataFormat::NCHW,
-                    kernel_shape: tvec!(ks, ks),
-                    padding: PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad)),
-                    dilations: Some(tvec!(dil, dil)),
-                    strides: Some(tvec!(stride, stride)),
-                    input_channels: c,
-                    output_channels: c,
-                },
-                kernel_fmt: KernelFormat::OIHW,
-                group: c,
-                q_params: None,
-            };
+            let padding = PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad));
+            let conv = depthwise_conv(DataFormat::NCHW, c, ks, padding, stride, dil);
             let out = model
                 .wire_node("conv", conv, &[input, kernel, bias])
                 .unwrap();
