@@ -23,6 +23,13 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::tract_linalg;
 
+thread_local! {
+    /// The padded plane and the flattened run of the thread's current plane; kept
+    /// between inferences so that steady-state inference allocates nothing here.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// Output rows at least this long run one by one; shorter ones as one flattened run.
 const LONG_ROW: usize = 32;
 
@@ -141,15 +148,12 @@ impl Depthwise {
             .flat_map(|ky| (0..kw).map(move |kx| (ky, kx)))
             .map(|(ky, kx)| (ky * self.dilations[0] * pw + kx * self.dilations[1]) as isize)
             .collect();
-        let ker = tract_linalg::routines::depthwise_w_f32();
+        let ker = crate::backend::routines::depthwise_w::for_this_cpu();
         let run = |input: *const f32, out: *mut f32, k: &[f32], b: f32, len: usize, s: isize| {
-            match ker {
-                // SAFETY: every run below stays inside the padded plane (sized by
-                // `padded_hw` to the last tap of the last point) and writes `len`
-                // points of a buffer that holds them.
-                Some(ker) => unsafe { ker(input, out, k, &offsets, b, len, s) },
-                None => unsafe { scalar_run(input, out, k, &offsets, b, len, s) },
-            }
+            // SAFETY: every run below stays inside the padded plane (sized by
+            // `padded_hw` to the last tap of the last point) and writes `len` points
+            // of a buffer that holds them.
+            unsafe { ker(input, out, k, &offsets, b, len, s) }
         };
         let plane_out = oh * ow;
         let total = output.len();
@@ -192,37 +196,13 @@ impl Depthwise {
                 }
             };
         tract_linalg::multithread::par_chunks_mut(output, plane_out, total, |first, chunk| {
-            let (mut padded, mut flat) = (Vec::new(), Vec::new());
-            for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                per_plane(first + ix, out, &mut padded, &mut flat);
-            }
+            SCRATCH.with_borrow_mut(|(padded, flat)| {
+                for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                    per_plane(first + ix, out, padded, flat);
+                }
+            });
             Ok(())
         })
-    }
-}
-
-/// The scalar inner loop, for CPUs without a `depthwise_w` routine.
-///
-/// # Safety
-/// `input.offset(offsets[t] + i * in_stride)` readable for every tap and `i < len`;
-/// `len` points writable from `output`.
-unsafe fn scalar_run(
-    input: *const f32,
-    output: *mut f32,
-    taps: &[f32],
-    offsets: &[isize],
-    bias: f32,
-    len: usize,
-    in_stride: isize,
-) {
-    for i in 0..len {
-        let mut sum = bias;
-        for (k, off) in taps.iter().zip(offsets) {
-            // SAFETY: forwarded from the contract above.
-            sum += k * unsafe { *input.offset(off + i as isize * in_stride) };
-        }
-        // SAFETY: `len` points are writable.
-        unsafe { *output.add(i) = sum };
     }
 }
 

@@ -13,6 +13,8 @@
 //!
 //! [`DepthwiseWF32`]: tract_onnx::tract_core::tract_linalg::routines::DepthwiseWF32
 
+use tract_onnx::tract_core::tract_linalg::routines::DepthwiseWF32;
+
 /// The kernel's name in tract's routine table.
 pub const NAME: &str = "outpost_x86_64_fma_depthwise_w_f32";
 
@@ -57,6 +59,37 @@ inventory::submit! {
             name: NAME,
             run: depthwise_w_f32,
         },
+    }
+}
+
+/// The `depthwise_w` kernel tract runs on this CPU, or [`portable`] where tract's
+/// table has none (e.g. armv7 without NEON kernels).
+pub fn for_this_cpu() -> DepthwiseWF32 {
+    tract_onnx::tract_core::tract_linalg::routines::depthwise_w_f32().unwrap_or(portable)
+}
+
+/// The same contract in plain Rust, one point at a time, multiply then add.
+///
+/// # Safety
+/// As [`depthwise_w_f32`]: every tap of every point below `len` readable, `len`
+/// points writable.
+pub unsafe fn portable(
+    input: *const f32,
+    output: *mut f32,
+    taps: &[f32],
+    offsets: &[isize],
+    bias: f32,
+    len: usize,
+    in_stride: isize,
+) {
+    for i in 0..len {
+        let mut sum = bias;
+        for (k, off) in taps.iter().zip(offsets) {
+            // SAFETY: forwarded from the contract above.
+            sum += k * unsafe { *input.offset(off + i as isize * in_stride) };
+        }
+        // SAFETY: `len` points are writable.
+        unsafe { *output.add(i) = sum };
     }
 }
 
@@ -172,11 +205,9 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    #[cfg(target_arch = "x86_64")]
     use super::*;
 
     /// The definition, in f64.
-    #[cfg(target_arch = "x86_64")]
     fn reference(
         input: &[f32],
         center: usize,
@@ -201,8 +232,7 @@ mod tests {
     /// Runs the kernel on an input exactly as long as the contract requires, so a
     /// read past the last needed element would leave the vector (and fail under
     /// Miri or ASan) rather than read slack.
-    #[cfg(target_arch = "x86_64")]
-    fn compare(taps: usize, len: usize, in_stride: isize, seed: usize) {
+    fn compare(kernel: DepthwiseWF32, taps: usize, len: usize, in_stride: isize, seed: usize) {
         let k: Vec<f32> = (0..taps).map(|t| ((t + seed) as f32 * 0.7).sin()).collect();
         // Offsets as a 2-D patch would give them: rows of 3 taps, a row 37 apart.
         let offsets: Vec<isize> = (0..taps as isize)
@@ -218,9 +248,9 @@ mod tests {
         let want = reference(&input, center, &k, &offsets, 0.25, len, in_stride);
         let mut got = vec![f32::NAN; len];
         // SAFETY: `input` covers every tap of every point (built from the offsets
-        // above), `got` holds `len` points; the test runs only with AVX2 and FMA.
+        // above), `got` holds `len` points; callers pass a kernel this CPU can run.
         unsafe {
-            depthwise_w_f32(
+            kernel(
                 input.as_ptr().add(center),
                 got.as_mut_ptr(),
                 &k,
@@ -235,6 +265,20 @@ mod tests {
                 (g - w).abs() < 1e-5,
                 "taps={taps} len={len} stride={in_stride} at {i}: got {g}, want {w}"
             );
+        }
+    }
+
+    /// The fallback for CPUs without a `depthwise_w` routine, on every target.
+    #[test]
+    fn the_portable_kernel_matches_the_definition() {
+        let mut seed = 0;
+        for taps in [1usize, 3, 9, 25] {
+            for in_stride in [1isize, 2, 3] {
+                for len in [1usize, 7, 8, 33, 112] {
+                    seed += 1;
+                    compare(portable, taps, len, in_stride, seed);
+                }
+            }
         }
     }
 
@@ -256,7 +300,7 @@ mod tests {
                     1usize, 2, 7, 8, 9, 10, 31, 32, 33, 34, 40, 41, 63, 65, 111, 112,
                 ] {
                     seed += 1;
-                    compare(taps, len, in_stride, seed);
+                    compare(depthwise_w_f32, taps, len, in_stride, seed);
                 }
             }
         }
