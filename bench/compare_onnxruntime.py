@@ -310,7 +310,8 @@ def find_outpost_bins(bin_dir: Path) -> tuple[Path, Path]:
     return runtime, trainer
 
 
-def package_models(names, shared: Path, trainer: Path, work: Path) -> tuple[Path, dict[str, Path]]:
+def package_models(names, shared: Path, trainer: Path, work: Path,
+                   extra: list[str]) -> tuple[Path, dict[str, Path]]:
     """keygen once, then one signed .opk per model. Returns (key dir, {name: opk})."""
     keydir = work / "key"
     run_checked([trainer, "keygen", "--out", keydir], "outpost-trainer keygen")
@@ -331,7 +332,7 @@ def package_models(names, shared: Path, trainer: Path, work: Path) -> tuple[Path
             (d / "decoder.json").write_text(json.dumps(cfg["decoder"], indent=2))
             cmd += ["--decoder", d / "decoder.json"]
         opk = d / f"{name}.opk"
-        cmd += ["--key", keydir, "--out", opk]
+        cmd += ["--key", keydir, "--out", opk, *extra]
         log(f"[outpost] packaging {name}")
         run_checked(cmd, f"outpost-trainer package ({name})")
         opks[name] = opk
@@ -554,6 +555,8 @@ def parse_args(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="also print where Outpost's model time goes, per operator "
                          "(`outpost bench --profile`, at the first --threads count)")
+    ap.add_argument("--no-precompiled", action="store_true",
+                    help="package ONNX models only (no pre-optimised model.nnef.tar), to measure what it saves")
     ap.add_argument("--keep-work-dir", action="store_true", help="keep the temporary keys/packages and print where")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per child process (default: 900)")
     ap.add_argument("--ort-worker", metavar="SPEC_JSON", help=argparse.SUPPRESS)  # internal
@@ -600,7 +603,8 @@ def main(argv=None) -> int:
     try:
         keydir, opks = (None, {})
         if not args.ort_only:
-            keydir, opks = package_models(args.model_list, shared, trainer, work)
+            keydir, opks = package_models(args.model_list, shared, trainer, work,
+                                          ["--no-precompiled"] if args.no_precompiled else [])
 
         for name in args.model_list:
             cfg = MODELS[name]

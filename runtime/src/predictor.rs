@@ -8,7 +8,7 @@ use crate::config::{BackendKind, Config, Settings};
 use crate::decoder::Decoder;
 use crate::error::{Error, Result};
 use crate::image::{ImageInput, RgbImage};
-use crate::package::manifest::{ArtifactFormat, Manifest, Precision};
+use crate::package::manifest::{ArtifactFormat, InputSpec, Manifest, Precision};
 use crate::package::{Package, TrustedKeys};
 use crate::preprocess::{Prepared, Preprocessor};
 use crate::results::{OutputTensor, Prediction};
@@ -24,6 +24,7 @@ pub struct Predictor {
     decoder: Decoder,
     key_id: String,
     precision: Precision,
+    artifact: String,
 }
 
 impl Predictor {
@@ -54,9 +55,41 @@ impl Predictor {
             .precision
             .or(manifest.default_precision)
             .unwrap_or(Precision::Fp32);
-        let artifact = cpu_artifact(&manifest, precision)?;
-        let model = package.artifact(&artifact)?;
-        let mut predictor = Predictor::from_parts(manifest, model, settings)?;
+        let onnx = cpu_artifact(&manifest, ArtifactFormat::Onnx, precision);
+        let mut predictor = match cpu_artifact(&manifest, ArtifactFormat::Nnef, precision) {
+            Some(nnef) => {
+                let loaded = {
+                    let model = package.artifact(&nnef)?;
+                    Predictor::from_precompiled(manifest.clone(), &model, settings.clone())
+                };
+                match loaded {
+                    Ok(mut p) => {
+                        p.artifact = nnef;
+                        p
+                    }
+                    // A pre-optimised artifact this runtime's tract cannot read (made
+                    // by another version) still leaves the portable ONNX model.
+                    Err(e @ Error::ModelLoad(_)) => {
+                        let Some(onnx) = &onnx else { return Err(e) };
+                        tracing::warn!(error = %e, "pre-optimised artifact {nnef} unusable, loading {onnx}");
+                        let mut p =
+                            Predictor::from_parts(manifest, &package.artifact(onnx)?, settings)?;
+                        p.artifact = onnx.clone();
+                        p
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => {
+                let onnx = onnx.ok_or_else(|| Error::NoSuitableArtifact {
+                    target: "cpu".into(),
+                    precision: precision.as_str().into(),
+                })?;
+                let mut p = Predictor::from_parts(manifest, &package.artifact(&onnx)?, settings)?;
+                p.artifact = onnx;
+                p
+            }
+        };
         predictor.key_id = package.key_id().to_string();
         predictor.precision = precision;
         Ok(predictor)
@@ -66,11 +99,25 @@ impl Predictor {
     /// For workstation tools (the trainer evaluates models before packaging them);
     /// a device loads packages through [`Predictor::open`].
     pub fn from_parts(manifest: Manifest, model: &[u8], settings: Settings) -> Result<Predictor> {
-        manifest.validate()?;
-        let kind = backend::select(settings.backend)?;
-        debug_assert_eq!(kind, BackendKind::Cpu);
-        let input = manifest.input();
+        let input = checked_input(&manifest, &settings)?;
         let cpu = CpuBackend::load(model, &input.name, &input.shape, settings.threads)?;
+        Predictor::with_backend(manifest, cpu, settings)
+    }
+
+    /// Like [`Predictor::from_parts`], from a pre-optimised CPU artifact
+    /// ([`crate::backend::cpu::precompile`]).
+    pub fn from_precompiled(
+        manifest: Manifest,
+        model: &[u8],
+        settings: Settings,
+    ) -> Result<Predictor> {
+        let input = checked_input(&manifest, &settings)?;
+        let cpu = CpuBackend::load_precompiled(model, &input.name, &input.shape, settings.threads)?;
+        Predictor::with_backend(manifest, cpu, settings)
+    }
+
+    fn with_backend(manifest: Manifest, cpu: CpuBackend, settings: Settings) -> Result<Predictor> {
+        let input = manifest.input();
         let threshold = settings
             .threshold
             .map(f64::from)
@@ -89,6 +136,7 @@ impl Predictor {
             decoder,
             key_id: String::new(),
             precision: Precision::Fp32,
+            artifact: String::new(),
             manifest,
             settings,
         })
@@ -148,6 +196,13 @@ impl Predictor {
         &self.settings
     }
 
+    /// File name of the package artifact that runs, e.g. `model.nnef.tar` when the
+    /// pre-optimised model was used; empty for [`Predictor::from_parts`] and
+    /// [`Predictor::from_precompiled`].
+    pub fn artifact(&self) -> &str {
+        &self.artifact
+    }
+
     /// Precision of the model artifact that runs (FP32 for [`Predictor::from_parts`]).
     pub fn precision(&self) -> Precision {
         self.precision
@@ -170,16 +225,26 @@ impl Predictor {
 }
 
 /// The artifact the CPU backend runs: ONNX, target `cpu`, at `precision`.
-fn cpu_artifact(manifest: &Manifest, precision: Precision) -> Result<String> {
+/// The manifest's input, once the manifest is valid and the configured backend
+/// exists on this build (checked before any model is loaded).
+fn checked_input<'m>(manifest: &'m Manifest, settings: &Settings) -> Result<&'m InputSpec> {
+    manifest.validate()?;
+    let kind = backend::select(settings.backend)?;
+    debug_assert_eq!(kind, BackendKind::Cpu);
+    Ok(manifest.input())
+}
+
+/// The CPU artifact of this format and precision, if the package has one.
+fn cpu_artifact(
+    manifest: &Manifest,
+    format: ArtifactFormat,
+    precision: Precision,
+) -> Option<String> {
     manifest
         .artifacts
         .iter()
-        .find(|a| a.format == ArtifactFormat::Onnx && a.target == "cpu" && a.precision == precision)
+        .find(|a| a.format == format && a.target == "cpu" && a.precision == precision)
         .map(|a| a.file.clone())
-        .ok_or_else(|| Error::NoSuitableArtifact {
-            target: "cpu".into(),
-            precision: precision.as_str().into(),
-        })
 }
 
 #[cfg(test)]

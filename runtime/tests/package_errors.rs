@@ -82,6 +82,61 @@ fn tampered_artifact_is_refused() {
         b[r.start + r.len() / 2] ^= 0x01;
     });
     assert_eq!(open_code(&pkg), 3006);
+    // The same from memory and from a directory (same-size tampering, so only
+    // the hash can tell).
+    let bytes = std::fs::read(&pkg.path).unwrap();
+    let trusted = TrustedKeys::load(std::slice::from_ref(&pkg.key_dir)).unwrap();
+    let from_memory = Package::from_bytes(bytes.clone(), &trusted).unwrap();
+    assert_eq!(from_memory.artifact("model.onnx").unwrap_err().code(), 3006);
+    let dir = pkg.dir.path().join("unpacked");
+    std::fs::create_dir(&dir).unwrap();
+    tar::Archive::new(&bytes[..]).unpack(&dir).unwrap();
+    let err = Predictor::open(&dir, &pkg.config()).unwrap_err();
+    assert_eq!(err.code(), 3006);
+}
+
+/// Artifacts are hashed when read: a device never reads (or pays for) one it
+/// does not run, and a tampered one it does not run cannot reach it. Checking the
+/// whole package still finds it.
+#[test]
+fn tampered_artifact_the_device_does_not_run_is_found_by_a_full_check() {
+    let onnx = cls_onnx();
+    let mut manifest = cls_manifest(&onnx);
+    let notes = b"notes for another target".to_vec();
+    manifest
+        .artifacts
+        .push(outpost_runtime::package::describe_artifact(
+            "notes.txt",
+            outpost_runtime::package::manifest::ArtifactFormat::Other,
+            "cpu",
+            outpost_runtime::package::manifest::Precision::Fp32,
+            &notes,
+        ));
+    let pkg = write_package_with(&manifest, vec![("model.onnx", onnx), ("notes.txt", notes)]);
+    rewrite(&pkg, |b| {
+        let r = entry_range(b, "notes.txt");
+        b[r.start] ^= 0x01;
+    });
+    let p = pkg.open();
+    let img = std::fs::read(shared().join("images/text_upside_down.png")).unwrap();
+    assert_eq!(
+        p.infer(ImageInput::Encoded(&img))
+            .unwrap()
+            .classifications()
+            .unwrap()[0]
+            .label,
+        "180"
+    );
+    let trusted = TrustedKeys::load(std::slice::from_ref(&pkg.key_dir)).unwrap();
+    let package = Package::open(&pkg.path, &trusted).unwrap();
+    assert_eq!(
+        package.artifact("model.onnx").unwrap().len(),
+        manifest.artifacts[0].size as usize
+    );
+    assert_eq!(package.verify_artifacts().unwrap_err().code(), 3006);
+    assert_eq!(package.artifact("notes.txt").unwrap_err().code(), 3006);
+    // Only listed artifacts can be read.
+    assert_eq!(package.artifact(MANIFEST_FILE).unwrap_err().code(), 3009);
 }
 
 #[test]
@@ -247,4 +302,50 @@ fn corrupt_truncated_and_empty_images_are_errors() {
     // A truncated JPEG body decodes what it has (libjpeg fills the rest) or fails
     // cleanly; it never panics.
     let _ = p.infer(ImageInput::Encoded(&jpeg[..jpeg.len() / 2]));
+}
+
+/// Random byte flips, truncations and extensions of a good package, from memory
+/// and from a file: each one opens or fails with a package code, and never panics.
+#[test]
+fn mutated_packages_never_panic() {
+    let pkg = cls_package();
+    let good = std::fs::read(&pkg.path).unwrap();
+    let trusted = TrustedKeys::load(std::slice::from_ref(&pkg.key_dir)).unwrap();
+    // Mutations are concentrated on the headers, manifest and signature, where
+    // the parsing happens (the model's bytes are only hashed).
+    let model = entry_range(&good, "model.onnx");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let path = pkg.dir.path().join("mutated.opk");
+    for round in 0..600 {
+        let mut bytes = good.clone();
+        match round % 4 {
+            0 | 1 => {
+                for _ in 0..1 + next() % 8 {
+                    let at = (next() % model.start as u64) as usize;
+                    bytes[at] ^= 1 << (next() % 8);
+                }
+            }
+            2 => bytes.truncate((next() % bytes.len() as u64) as usize),
+            _ => bytes.extend((0..next() % 2048).map(|_| next() as u8)),
+        }
+        let from_memory = Package::from_bytes(bytes.clone(), &trusted);
+        std::fs::write(&path, &bytes).unwrap();
+        let from_file = Package::open(&path, &trusted);
+        for result in [from_memory, from_file] {
+            match result {
+                Ok(p) => {
+                    if let Err(e) = p.verify_artifacts() {
+                        assert!((3000..3100).contains(&e.code()), "round {round}: {e}");
+                    }
+                }
+                Err(e) => assert!((3000..3100).contains(&e.code()), "round {round}: {e}"),
+            }
+        }
+    }
 }

@@ -13,7 +13,9 @@ use outpost_runtime::package::PackageWriter;
 use outpost_runtime::{Config, Manifest};
 
 use crate::evaluate::{evaluate_model, load_eval_data, DetectionTruth, EvalData};
-use crate::packaging::{add_artifact, checked_manifest, INT8_MODEL_FILE, MODEL_FILE};
+use crate::packaging::{
+    add_artifact, add_precompiled, checked_manifest, INT8_MODEL_FILE, MODEL_FILE,
+};
 use crate::quantize::{budget, calibration_images, Calibration, QuantizeOptions};
 use crate::report::{self, Report};
 use crate::{PackageRequest, Result};
@@ -211,17 +213,21 @@ fn truth_name(data: &EvalData) -> &'static str {
     }
 }
 
-/// Signs a package holding both models and the report. INT8 is the default
-/// precision only when asked for.
+/// Signs a package holding both models (and their pre-optimised forms when
+/// `precompiled`) and the report. INT8 is the default precision only when asked for.
 pub fn write_package(
     compiled: &Compiled,
     default_precision: Option<Precision>,
+    precompiled: bool,
     key: &SigningKey,
 ) -> Result<Vec<u8>> {
     let mut manifest = compiled.manifest.clone();
     manifest.default_precision = default_precision;
     let mut writer = PackageWriter::new();
     writer.add_file(MODEL_FILE, compiled.fp32.clone())?;
+    if precompiled {
+        add_precompiled(&mut manifest, &mut writer, &compiled.fp32, Precision::Fp32)?;
+    }
     for (name, format, bytes) in [
         (INT8_MODEL_FILE, ArtifactFormat::Onnx, compiled.int8.clone()),
         (
@@ -235,7 +241,17 @@ pub fn write_package(
             compiled.report.to_html(),
         ),
     ] {
-        add_artifact(&mut manifest, &mut writer, name, format, bytes)?;
+        add_artifact(
+            &mut manifest,
+            &mut writer,
+            name,
+            format,
+            Precision::Int8,
+            bytes,
+        )?;
+        if precompiled && name == INT8_MODEL_FILE {
+            add_precompiled(&mut manifest, &mut writer, &compiled.int8, Precision::Int8)?;
+        }
     }
     Ok(writer.finish(&manifest, key)?)
 }

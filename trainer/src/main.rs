@@ -92,6 +92,10 @@ struct PackageArgs {
     /// Precision the device runs unless told otherwise: fp32 or int8 (default fp32).
     #[arg(long = "default-precision")]
     default_precision: Option<Precision>,
+    /// Leave out the pre-optimised CPU models (tract NNEF): a smaller package,
+    /// but every device then re-optimises the ONNX model when it loads it.
+    #[arg(long = "no-precompiled")]
+    no_precompiled: bool,
 }
 
 /// Calibration settings: shared by `quantize` and `compile`.
@@ -270,6 +274,7 @@ impl ModelArgs {
             threshold: package.and_then(|p| p.threshold),
             int8_model: None,
             default_precision: package.and_then(|p| p.default_precision),
+            precompiled: package.is_some_and(|p| !p.no_precompiled),
         })
     }
 }
@@ -497,7 +502,12 @@ fn main() -> Result<()> {
                 print_report(&compiled.report, &dir);
                 return budget_status(&compiled.report);
             }
-            let bytes = compile::write_package(&compiled, package.default_precision, &key)?;
+            let bytes = compile::write_package(
+                &compiled,
+                package.default_precision,
+                !package.no_precompiled,
+                &key,
+            )?;
             write_atomically(&package.out, &bytes)?;
             if json {
                 println!("{}", String::from_utf8_lossy(&compiled.report.to_json()));
@@ -644,6 +654,7 @@ impl ModelSource {
             threshold: None,
             int8_model: None,
             default_precision: None,
+            precompiled: false,
         };
         let (manifest, onnx) = checked_manifest(&request)
             .with_context(|| format!("cannot load {}", model.display()))?;

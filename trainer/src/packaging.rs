@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use outpost_runtime::backend::cpu::{declared_inputs, CpuBackend};
+use outpost_runtime::backend::cpu::{declared_inputs, precompile, CpuBackend};
 use outpost_runtime::backend::Backend;
 use outpost_runtime::decoder::Decoder;
 use outpost_runtime::package::manifest::{
@@ -40,6 +40,9 @@ pub struct PackageRequest {
     pub int8_model: Option<PathBuf>,
     /// Precision the device runs unless told otherwise (default FP32).
     pub default_precision: Option<Precision>,
+    /// Also ship each CPU model pre-optimised (tract NNEF): a faster load for a
+    /// larger package.
+    pub precompiled: bool,
 }
 
 /// Reads a labels file: one name per line, trailing blank lines ignored.
@@ -65,7 +68,10 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
 pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> {
     let (mut manifest, onnx) = checked_manifest(req)?;
     let mut writer = PackageWriter::new();
-    writer.add_file(MODEL_FILE, onnx)?;
+    writer.add_file(MODEL_FILE, onnx.clone())?;
+    if req.precompiled {
+        add_precompiled(&mut manifest, &mut writer, &onnx, Precision::Fp32)?;
+    }
     if let Some(path) = &req.int8_model {
         let int8 = std::fs::read(path).map_err(io_err(path))?;
         check_model(
@@ -80,30 +86,122 @@ pub fn build_package(req: &PackageRequest, key: &SigningKey) -> Result<Vec<u8>> 
             &mut writer,
             INT8_MODEL_FILE,
             ArtifactFormat::Onnx,
-            int8,
+            Precision::Int8,
+            int8.clone(),
         )?;
+        if req.precompiled {
+            add_precompiled(&mut manifest, &mut writer, &int8, Precision::Int8)?;
+        }
     }
     Ok(writer.finish(&manifest, key)?)
 }
 
 /// Lists a `cpu`-target artifact in the manifest and adds its bytes to the package.
-/// Models are INT8 here (the FP32 one comes with the manifest); other files
-/// (the report) describe the INT8 model.
 pub fn add_artifact(
     manifest: &mut Manifest,
     writer: &mut PackageWriter,
     file: &str,
     format: ArtifactFormat,
+    precision: Precision,
     bytes: Vec<u8>,
 ) -> Result<()> {
-    manifest.artifacts.push(describe_artifact(
-        file,
-        format,
-        "cpu",
-        Precision::Int8,
-        &bytes,
-    ));
+    manifest
+        .artifacts
+        .push(describe_artifact(file, format, "cpu", precision, &bytes));
     writer.add_file(file, bytes)?;
+    Ok(())
+}
+
+/// Adds the pre-optimised form of a CPU model (see
+/// [`outpost_runtime::backend::precompiled`]) once it gives the ONNX model's
+/// outputs. A model tract cannot save this way ships as ONNX alone.
+pub fn add_precompiled(
+    manifest: &mut Manifest,
+    writer: &mut PackageWriter,
+    onnx: &[u8],
+    precision: Precision,
+) -> Result<()> {
+    let input = manifest.input().clone();
+    let nnef = match precompile(onnx, &input.name, &input.shape) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "the {} model has no pre-optimised form (tract cannot save it as NNEF); devices will load its ONNX",
+                precision.as_str()
+            );
+            return Ok(());
+        }
+    };
+    check_precompiled(onnx, &nnef, &input.name, &input.shape)?;
+    let file = match precision {
+        Precision::Int8 => INT8_PRECOMPILED_FILE,
+        _ => PRECOMPILED_FILE,
+    };
+    add_artifact(
+        manifest,
+        writer,
+        file,
+        ArtifactFormat::Nnef,
+        precision,
+        nnef,
+    )
+}
+
+/// Largest difference allowed between the ONNX model's and its pre-optimised
+/// form's outputs, relative to the output's largest magnitude (at least 1). Both
+/// run the same graph through the same kernels; only float re-association may differ.
+const PRECOMPILED_TOLERANCE: f32 = 1e-4;
+
+/// Runs both forms on the same deterministic input and compares every output.
+fn check_precompiled(onnx: &[u8], nnef: &[u8], input: &str, shape: &[usize]) -> Result<()> {
+    let from_onnx = CpuBackend::load(onnx, input, shape, 1)?;
+    let precompiled = CpuBackend::load_precompiled(nnef, input, shape, 1)?;
+    let len: usize = shape.iter().product();
+    // A smooth pattern in [-1, 1]: every input position matters, no RNG needed.
+    let data: Vec<f32> = (0..len).map(|i| ((i % 977) as f32 * 0.37).sin()).collect();
+    let expected = from_onnx.run(shape, data.clone())?;
+    let actual = precompiled.run(shape, data)?;
+    let mismatch = |why: String| {
+        TrainerError::Invalid(format!(
+            "the pre-optimised model differs from the ONNX model: {why}"
+        ))
+    };
+    if expected.len() != actual.len() {
+        return Err(mismatch(format!(
+            "{} outputs against {}",
+            actual.len(),
+            expected.len()
+        )));
+    }
+    for (e, a) in expected.iter().zip(&actual) {
+        if e.name != a.name || e.shape != a.shape {
+            return Err(mismatch(format!(
+                "output {} {:?} against {} {:?}",
+                a.name, a.shape, e.name, e.shape
+            )));
+        }
+        let scale = e.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        // A NaN on one side only counts as the largest difference.
+        let worst = e
+            .data
+            .iter()
+            .zip(&a.data)
+            .map(|(x, y)| match (x.is_nan(), y.is_nan()) {
+                (true, true) => 0.0,
+                (false, false) => (x - y).abs(),
+                _ => f32::INFINITY,
+            })
+            .fold(0.0f32, f32::max);
+        let within = worst <= PRECOMPILED_TOLERANCE * scale;
+        if !within {
+            return Err(mismatch(format!(
+                "output {} differs by up to {worst} (scale {scale})",
+                e.name
+            )));
+        }
+        tracing::debug!(output = %e.name, worst, "pre-optimised model checked");
+    }
     Ok(())
 }
 
@@ -111,6 +209,10 @@ pub fn add_artifact(
 pub const MODEL_FILE: &str = "model.onnx";
 /// File name of the INT8 CPU model inside a package.
 pub const INT8_MODEL_FILE: &str = "model_int8.onnx";
+/// File name of the pre-optimised FP32 CPU model inside a package.
+pub const PRECOMPILED_FILE: &str = "model.nnef.tar";
+/// File name of the pre-optimised INT8 CPU model inside a package.
+pub const INT8_PRECOMPILED_FILE: &str = "model_int8.nnef.tar";
 
 /// The model loads at the preprocessing's shape, and the decoder accepts what it
 /// declares and what it actually returns for a blank image.

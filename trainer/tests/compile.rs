@@ -214,7 +214,8 @@ fn golden_report_of_a_small_fixed_setup() {
     assert!(report["latency"]["int8_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(report["latency"]["threads"], 2);
 
-    // The package: both models for cpu, the report inside equal to the one beside it.
+    // The package: both models for cpu (FP32 also pre-optimised), the report
+    // inside equal to the one beside it.
     let keys = TrustedKeys::load(&trusted(d)).unwrap();
     let package = Package::open(d.join("eff.opk"), &keys).unwrap();
     let files: Vec<(&str, &str)> = package
@@ -227,6 +228,7 @@ fn golden_report_of_a_small_fixed_setup() {
         files,
         [
             ("model.onnx", "fp32"),
+            ("model.nnef.tar", "fp32"),
             ("model_int8.onnx", "int8"),
             ("report.json", "int8"),
             ("report.html", "int8")
@@ -242,10 +244,10 @@ fn golden_report_of_a_small_fixed_setup() {
         );
     }
     let inside: serde_json::Value =
-        serde_json::from_slice(package.artifact("report.json").unwrap()).unwrap();
+        serde_json::from_slice(&package.artifact("report.json").unwrap()).unwrap();
     assert_eq!(inside, report);
     check_html(
-        std::str::from_utf8(package.artifact("report.html").unwrap()).unwrap(),
+        std::str::from_utf8(&package.artifact("report.html").unwrap()).unwrap(),
         &report,
     );
 

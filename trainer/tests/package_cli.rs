@@ -8,6 +8,7 @@ use common::{shared, trainer};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use outpost_runtime::package::{Package, TrustedKeys};
 use outpost_runtime::{Config, ImageInput, Predictor};
 
 struct Fixture {
@@ -206,6 +207,7 @@ fn int8_artifact_is_packaged_and_chosen_when_asked_or_by_default() {
     };
     package("both.opk", &[]);
     package("int8.opk", &["--default-precision", "int8"]);
+    package("onnx_only.opk", &["--no-precompiled"]);
     let config = |precision| Config {
         trusted_keys: Some(vec![f.path("keys").into()]),
         threads: Some(1),
@@ -228,6 +230,59 @@ fn int8_artifact_is_packaged_and_chosen_when_asked_or_by_default() {
     let (a, b) = (a.classifications().unwrap(), b.classifications().unwrap());
     assert_eq!(a.len(), b.len());
     assert_ne!(a, b, "the INT8 artifact should really run");
+
+    // FP32 ships pre-optimised, and the device loads it; without it
+    // (`--no-precompiled`) the ONNX model gives the same results. INT8 (QDQ) ships
+    // as ONNX alone: tract 0.23 cannot save QuantizeLinear as NNEF.
+    let keys = TrustedKeys::load(&[f.path("keys").into()]).unwrap();
+    let listed = |name: &str| -> Vec<(String, String)> {
+        let package = Package::open(f.path(name), &keys).unwrap();
+        package
+            .manifest()
+            .artifacts
+            .iter()
+            .map(|a| (a.file.clone(), a.precision.as_str().to_string()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(f, p)| (f.to_string(), p.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        listed("both.opk"),
+        pairs(&[
+            ("model.onnx", "fp32"),
+            ("model.nnef.tar", "fp32"),
+            ("model_int8.onnx", "int8"),
+        ])
+    );
+    assert_eq!(
+        listed("onnx_only.opk"),
+        pairs(&[("model.onnx", "fp32"), ("model_int8.onnx", "int8")])
+    );
+    assert_eq!(fp32.artifact(), "model.nnef.tar");
+    assert_eq!(int8.artifact(), "model_int8.onnx");
+    {
+        let (precision, precompiled, expected) = (Precision::Fp32, &fp32, "model.onnx");
+        let plain = Predictor::open(f.path("onnx_only.opk"), &config(Some(precision))).unwrap();
+        assert_eq!(plain.artifact(), expected);
+        for name in ["text_upside_down.png", "text_lines.png"] {
+            let img = std::fs::read(shared().join("images").join(name)).unwrap();
+            let x = plain.infer(ImageInput::Encoded(&img)).unwrap();
+            let y = precompiled.infer(ImageInput::Encoded(&img)).unwrap();
+            let (x, y) = (x.classifications().unwrap(), y.classifications().unwrap());
+            assert_eq!(x.len(), y.len());
+            for (x, y) in x.iter().zip(y) {
+                assert_eq!(x.index, y.index, "{name} {precision:?}");
+                assert!(
+                    (x.confidence - y.confidence).abs() <= 1e-5,
+                    "{name} {precision:?}: {x:?} vs {y:?}"
+                );
+            }
+        }
+    }
+
     // No FP16 artifact: a clear error.
     let err = Predictor::open(f.path("both.opk"), &config(Some(Precision::Fp16))).unwrap_err();
     assert_eq!(err.code(), 3010);

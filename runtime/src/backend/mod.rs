@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod ops;
+pub mod precompiled;
 pub mod profile;
 pub mod routines;
 pub mod simd_state;

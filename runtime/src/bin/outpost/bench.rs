@@ -26,6 +26,8 @@ pub struct Report {
     model: String,
     backend: String,
     precision: String,
+    /// The package artifact that ran (`model.nnef.tar` when pre-optimised).
+    artifact: String,
     threads: usize,
     image: String,
     runs: usize,
@@ -173,6 +175,7 @@ pub fn run(
         model: predictor.manifest().model.name.clone(),
         backend: predictor.backend_name().to_string(),
         precision: predictor.precision().as_str().to_string(),
+        artifact: predictor.artifact().to_string(),
         threads: predictor.settings().threads,
         image: image.map_or("generated 640x480 PNG".into(), |p| p.display().to_string()),
         runs,
@@ -192,9 +195,10 @@ fn round3(v: f64) -> f64 {
 /// A readable table of the report.
 pub fn table(r: &Report) -> String {
     let mut out = format!(
-        "model {} ({}) on {} ({} threads), {} runs on {}\nload {:.1} ms, first inference {:.1} ms, total median {:.2} ms, peak RSS {}\n",
+        "model {} ({}, {}) on {} ({} threads), {} runs on {}\nload {:.1} ms, first inference {:.1} ms, total median {:.2} ms, peak RSS {}\n",
         r.model,
         r.precision,
+        r.artifact,
         r.backend,
         r.threads,
         r.runs,

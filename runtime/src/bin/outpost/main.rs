@@ -190,6 +190,9 @@ fn info(path: &Path, config: &Config, as_json: bool) -> Result<()> {
     let settings = config.resolve().map_err(coded)?;
     let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
     let package = Package::open(path, &trusted).map_err(coded)?;
+    // `info` is how a person checks a package: hash every artifact, not only the
+    // ones a run would read.
+    package.verify_artifacts().map_err(coded)?;
     let m = package.manifest();
     if as_json {
         println!("{}", serde_json::to_string_pretty(m)?);
@@ -242,7 +245,7 @@ fn info(path: &Path, config: &Config, as_json: bool) -> Result<()> {
     }
     // The trainer's report (from `outpost-trainer compile`), signed with the package.
     if let Ok(report) = package.artifact("report.json") {
-        let summary = serde_json::from_slice::<serde_json::Value>(report)
+        let summary = serde_json::from_slice::<serde_json::Value>(&report)
             .ok()
             .and_then(|v| v["verdict"]["summary"].as_str().map(str::to_string))
             .unwrap_or_else(|| "report.json holds no verdict".into());
