@@ -53,19 +53,7 @@ fn yolov8_precompiled_matches_reference_output_and_keeps_outpost_kernels() {
     let out = backend.run(&shape, input.clone()).unwrap();
     assert_eq!(out[0].shape, out_shape);
     assert_eq!(out[0].name, "output0");
-    let n = out_shape[2];
-    let (mut box_err, mut score_err) = (0.0f32, 0.0f32);
-    for (i, (a, b)) in out[0].data.iter().zip(&expected).enumerate() {
-        let d = (a - b).abs();
-        if i / n < 4 {
-            box_err = box_err.max(d);
-        } else {
-            score_err = score_err.max(d);
-        }
-    }
-    eprintln!("max abs difference: boxes {box_err:.5} px, class scores {score_err:e}");
-    assert!(box_err <= 0.05, "box coordinates off by {box_err} px");
-    assert!(score_err <= 1e-3, "class scores off by {score_err}");
+    assert_yolov8_output_matches_reference(&out[0].data, &expected, out_shape[2]);
     let profile = backend.profile(&shape, &input, 1).unwrap().unwrap();
     let count = |op: &str| profile.nodes.iter().filter(|n| n.op == op).count();
     assert_eq!(count("OutpostAxisSoftmax"), 1);

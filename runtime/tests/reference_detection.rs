@@ -17,19 +17,7 @@ fn model_alone_matches_reference_output() {
     let backend = CpuBackend::load(&onnx, "images", &shape, 1).unwrap();
     let out = backend.run(&shape, input).unwrap();
     assert_eq!(out[0].shape, out_shape);
-    let n = out_shape[2];
-    let (mut box_err, mut score_err) = (0.0f32, 0.0f32);
-    for (i, (a, b)) in out[0].data.iter().zip(&expected).enumerate() {
-        let d = (a - b).abs();
-        if i / n < 4 {
-            box_err = box_err.max(d);
-        } else {
-            score_err = score_err.max(d);
-        }
-    }
-    eprintln!("max abs difference: boxes {box_err:.5} px, class scores {score_err:e}");
-    assert!(box_err <= 0.05, "box coordinates off by {box_err} px");
-    assert!(score_err <= 1e-3, "class scores off by {score_err}");
+    assert_yolov8_output_matches_reference(&out[0].data, &expected, out_shape[2]);
 }
 
 /// The DFL head's softmax over axis 1 runs on Outpost's kernel, not tract's slow

@@ -23,6 +23,24 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (arr.shape().to_vec(), arr.iter().copied().collect())
 }
 
+/// YOLOv8's `[1, 4 + classes, n]` output against onnxruntime's: box coordinates
+/// within 0.05 px, class scores within 1e-3.
+pub fn assert_yolov8_output_matches_reference(actual: &[f32], expected: &[f32], n: usize) {
+    assert_eq!(actual.len(), expected.len());
+    let (mut box_err, mut score_err) = (0.0f32, 0.0f32);
+    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
+        let d = (a - b).abs();
+        if i / n < 4 {
+            box_err = box_err.max(d);
+        } else {
+            score_err = score_err.max(d);
+        }
+    }
+    eprintln!("max abs difference: boxes {box_err:.5} px, class scores {score_err:e}");
+    assert!(box_err <= 0.05, "box coordinates off by {box_err} px");
+    assert!(score_err <= 1e-3, "class scores off by {score_err}");
+}
+
 pub fn load_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("reference json")).expect("valid json")
 }
