@@ -113,6 +113,9 @@ pub struct Config {
     pub serial: Option<String>,
     /// Where licences are stored (`OUTPOST_LICENSE_DIR`; default `~/.outpost/licenses`).
     pub license_dir: Option<PathBuf>,
+    /// The app's Android package name or iOS bundle id, which product-line licences
+    /// bind to (`OUTPOST_APP_ID`; default: none, as for a device that is not an app).
+    pub app_id: Option<String>,
     /// Log level (`OUTPOST_LOG_LEVEL`; default warn).
     pub log_level: Option<LogLevel>,
     /// Public keys or key directories trusted to sign packages
@@ -137,6 +140,8 @@ pub struct Settings {
     pub serial: Option<String>,
     /// Licence directory.
     pub license_dir: PathBuf,
+    /// App package name or bundle id, for product-line licences.
+    pub app_id: Option<String>,
     /// Log level.
     pub log_level: LogLevel,
     /// Trusted signing keys.
@@ -206,6 +211,12 @@ impl Config {
                 .or_else(|| var("OUTPOST_SERIAL"))
                 .filter(|s| !s.trim().is_empty()),
             license_dir,
+            app_id: self
+                .app_id
+                .clone()
+                .or_else(|| var("OUTPOST_APP_ID"))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
             log_level: pick(self.log_level, &var, "OUTPOST_LOG_LEVEL")?.unwrap_or_default(),
             trusted_keys,
         })

@@ -64,6 +64,12 @@ pub enum Error {
         reason: String,
     },
 
+    // ---- 2xxx licence ----
+    /// The package needs a licence and none valid is installed, or the licence
+    /// store failed; the licensing crate's error carries the 2xxx code.
+    #[error("{0}")]
+    License(#[from] outpost_licensing::LicenseError),
+
     // ---- 3xxx model and package ----
     /// The package path does not exist.
     #[error("package not found: {0}")]
@@ -140,6 +146,7 @@ impl Error {
             Error::EmptyImage(_) => 1102,
             Error::InvalidBuffer(_) => 1103,
             Error::ImageTooLarge { .. } => 1104,
+            Error::License(e) => e.code(),
             Error::PackageNotFound(_) => 3001,
             Error::PackageCorrupt(_) => 3002,
             Error::PackageUnsigned => 3003,

@@ -22,10 +22,14 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod image;
+pub mod license;
 pub mod package;
 pub mod predictor;
 pub mod preprocess;
 pub mod results;
+
+/// The licensing crate (serials, fingerprints, licence files), re-exported for apps.
+pub use outpost_licensing;
 
 pub use config::{BackendKind, Config, LogLevel, Settings};
 pub use error::{Error, Result};

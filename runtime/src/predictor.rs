@@ -25,6 +25,7 @@ pub struct Predictor {
     key_id: String,
     precision: Precision,
     artifact: String,
+    license: Option<outpost_licensing::Claims>,
 }
 
 impl Predictor {
@@ -49,8 +50,12 @@ impl Predictor {
     ///
     /// The model artifact is the one at the configured precision, else the
     /// package's `default_precision`, else FP32.
+    ///
+    /// A package that needs a licence is refused (2xxx) unless a valid one is
+    /// installed; the check runs before any model is read.
     pub fn from_package(package: &Package, settings: Settings) -> Result<Predictor> {
         let manifest = package.manifest().clone();
+        let license = crate::license::enforce(&manifest, &settings)?;
         let precision = settings
             .precision
             .or(manifest.default_precision)
@@ -92,6 +97,7 @@ impl Predictor {
         };
         predictor.key_id = package.key_id().to_string();
         predictor.precision = precision;
+        predictor.license = license.map(|l| l.claims);
         Ok(predictor)
     }
 
@@ -137,6 +143,7 @@ impl Predictor {
             key_id: String::new(),
             precision: Precision::Fp32,
             artifact: String::new(),
+            license: None,
             manifest,
             settings,
         })
@@ -221,6 +228,11 @@ impl Predictor {
     /// Id of the key that signed the package (empty for [`Predictor::from_parts`]).
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// The licence this predictor runs under; `None` for an open model.
+    pub fn license(&self) -> Option<&outpost_licensing::Claims> {
+        self.license.as_ref()
     }
 }
 

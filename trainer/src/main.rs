@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use outpost_runtime::package::manifest::{Precision, Preprocess, Task};
+use outpost_runtime::package::manifest::{
+    LicenseKey, LicenseRequirement, Precision, Preprocess, Task,
+};
+use outpost_runtime::package::signing::{key_id, read_public_key};
 use outpost_runtime::package::{Package, TrustedKeys};
 use outpost_runtime::{Config, Manifest, Predictor};
 use outpost_trainer::dataset::load_classification;
@@ -96,6 +99,49 @@ struct PackageArgs {
     /// but every device then re-optimises the ONNX model when it loads it.
     #[arg(long = "no-precompiled")]
     no_precompiled: bool,
+    /// Sell the model per device: the vendor id whose licences open the package
+    /// (needs --license-key).
+    #[arg(long = "license-vendor", requires = "license_keys")]
+    license_vendor: Option<String>,
+    /// Product id the licences must name (default: the model name).
+    #[arg(long = "license-product", requires = "license_vendor")]
+    license_product: Option<String>,
+    /// Edition the licences must grant (default: any).
+    #[arg(long = "license-edition", requires = "license_vendor")]
+    license_edition: Option<String>,
+    /// Public key of the licence server (`public.key`, or its key directory);
+    /// repeatable, for key rotation.
+    #[arg(long = "license-key", requires = "license_vendor")]
+    license_keys: Vec<PathBuf>,
+}
+
+impl PackageArgs {
+    /// The manifest's `license` section, when the package is sold per device. An
+    /// empty product id stands for the model name.
+    fn license(&self) -> Result<Option<LicenseRequirement>> {
+        let Some(vendor) = &self.license_vendor else {
+            return Ok(None);
+        };
+        let mut entries = Vec::new();
+        for path in &self.license_keys {
+            let file = if path.is_dir() {
+                path.join("public.key")
+            } else {
+                path.clone()
+            };
+            let key = read_public_key(&file).map_err(coded)?;
+            entries.push(LicenseKey {
+                key_id: key_id(&key),
+                public_key: hex::encode(key.as_bytes()),
+            });
+        }
+        Ok(Some(LicenseRequirement {
+            vendor: vendor.clone(),
+            product_id: self.license_product.clone().unwrap_or_default(),
+            edition: self.license_edition.clone(),
+            keys: entries,
+        }))
+    }
 }
 
 /// Calibration settings: shared by `quantize` and `compile`.
@@ -275,6 +321,7 @@ impl ModelArgs {
             int8_model: None,
             default_precision: package.and_then(|p| p.default_precision),
             precompiled: package.is_some_and(|p| !p.no_precompiled),
+            license: package.map(PackageArgs::license).transpose()?.flatten(),
         })
     }
 }
@@ -655,6 +702,7 @@ impl ModelSource {
             int8_model: None,
             default_precision: None,
             precompiled: false,
+            license: None,
         };
         let (manifest, onnx) = checked_manifest(&request)
             .with_context(|| format!("cannot load {}", model.display()))?;

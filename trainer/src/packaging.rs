@@ -8,8 +8,8 @@ use outpost_runtime::backend::cpu::{declared_inputs, precompile, CpuBackend};
 use outpost_runtime::backend::Backend;
 use outpost_runtime::decoder::Decoder;
 use outpost_runtime::package::manifest::{
-    ArtifactFormat, DecoderSpec, InputSpec, Manifest, ModelInfo, Precision, Preprocess, Task,
-    FORMAT_VERSION,
+    ArtifactFormat, DecoderSpec, InputSpec, LicenseRequirement, Manifest, ModelInfo, Precision,
+    Preprocess, Task, FORMAT_VERSION,
 };
 use outpost_runtime::package::{describe_artifact, PackageWriter};
 use outpost_runtime::preprocess::Transform;
@@ -43,6 +43,9 @@ pub struct PackageRequest {
     /// Also ship each CPU model pre-optimised (tract NNEF): a faster load for a
     /// larger package.
     pub precompiled: bool,
+    /// The licence a device needs to open the package; `None` for an open model. An
+    /// empty `product_id` stands for the model name.
+    pub license: Option<LicenseRequirement>,
 }
 
 /// Reads a labels file: one name per line, trailing blank lines ignored.
@@ -292,7 +295,7 @@ pub fn checked_manifest(req: &PackageRequest) -> Result<(Manifest, Vec<u8>)> {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         model: ModelInfo {
-            name,
+            name: name.clone(),
             version: req.version.clone(),
         },
         task: req.task,
@@ -311,7 +314,12 @@ pub fn checked_manifest(req: &PackageRequest) -> Result<(Manifest, Vec<u8>)> {
             Precision::Fp32,
             &onnx,
         )],
-        license: None,
+        license: req.license.clone().map(|mut l| {
+            if l.product_id.is_empty() {
+                l.product_id = name.clone();
+            }
+            l
+        }),
         default_precision: req.default_precision,
     };
     Ok((manifest, onnx))

@@ -396,14 +396,65 @@ pub struct Artifact {
     pub sha256: String,
 }
 
-/// What a device needs before it may run the package.
+/// What a device needs before it may run the package: a licence from `vendor` that
+/// covers `product_id`, signed by one of `keys` (see `docs/licensing.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LicenseRequirement {
+    /// Vendor id (the publisher); also salts the device fingerprint.
+    pub vendor: String,
     /// Product id the licence must name.
     pub product_id: String,
     /// Edition the licence must grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edition: Option<String>,
+    /// The licence server's public keys that may sign licences for this package.
+    pub keys: Vec<LicenseKey>,
+}
+
+/// One licence-signing public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseKey {
+    /// Key id: hex of the first 8 bytes of the SHA-256 of the public key.
+    pub key_id: String,
+    /// Ed25519 public key, 64 hex characters.
+    pub public_key: String,
+}
+
+impl LicenseRequirement {
+    /// The requirement in the licensing crate's terms; checks ids and keys.
+    pub fn to_requirement(&self) -> Result<outpost_licensing::Requirement> {
+        use outpost_licensing::license_file::valid_id;
+        if !valid_id(&self.vendor) || !valid_id(&self.product_id) {
+            return Err(invalid(
+                "license.vendor and license.product_id must be 1-64 characters of a-z, 0-9, '.', '_' or '-'"
+                    .into(),
+            ));
+        }
+        if self
+            .edition
+            .as_deref()
+            .is_some_and(|e| e.is_empty() || e.len() > 64)
+        {
+            return Err(invalid("license.edition must be 1-64 characters".into()));
+        }
+        if self.keys.is_empty() {
+            return Err(invalid("license.keys is empty".into()));
+        }
+        let keys = outpost_licensing::LicenseKeys::from_hex(
+            self.keys
+                .iter()
+                .map(|k| (k.key_id.as_str(), k.public_key.as_str())),
+        )
+        .map_err(|e| invalid(format!("license.keys: {e}")))?;
+        Ok(outpost_licensing::Requirement {
+            vendor: self.vendor.clone(),
+            product_id: self.product_id.clone(),
+            edition: self.edition.clone(),
+            keys,
+        })
+    }
 }
 
 /// File names reserved for the package structure.
@@ -489,6 +540,9 @@ impl Manifest {
             if !(0.0..=1.0).contains(&t) {
                 return Err(invalid(format!("threshold {t} must be within 0..1")));
             }
+        }
+        if let Some(license) = &self.license {
+            license.to_requirement()?;
         }
         if self.task != Task::Raw && self.labels.is_empty() {
             return Err(invalid("labels are empty".into()));

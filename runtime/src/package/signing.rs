@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{file_name, Error, Result};
 
@@ -73,7 +72,8 @@ impl SignatureFile {
 
 /// The key id of a public key: hex of the first 8 bytes of its SHA-256.
 pub fn key_id(key: &VerifyingKey) -> String {
-    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+    // One rule for package and licence keys.
+    outpost_licensing::key_id(key)
 }
 
 /// Public keys a device trusts, by key id.

@@ -1,6 +1,7 @@
-//! `outpost`: the device CLI (info, infer, bench).
+//! `outpost`: the device CLI (info, infer, bench, license).
 
 mod bench;
+mod license;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +39,16 @@ struct Common {
     /// Model precision: fp32 or int8 (default: the package's).
     #[arg(long, global = true)]
     precision: Option<Precision>,
+    /// Serial number of a licensed package (default: OUTPOST_SERIAL, else any
+    /// installed licence for the model).
+    #[arg(long, global = true)]
+    serial: Option<String>,
+    /// Licence directory (default: OUTPOST_LICENSE_DIR, else ~/.outpost/licenses).
+    #[arg(long = "license-dir", global = true)]
+    license_dir: Option<PathBuf>,
+    /// App package name or bundle id, for product-line licences (default: OUTPOST_APP_ID).
+    #[arg(long = "app-id", global = true)]
+    app_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +104,36 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Licences: what is installed, and installing licence files.
+    License {
+        #[command(subcommand)]
+        action: LicenseAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LicenseAction {
+    /// List installed licences: models, kind, expiry, and whether each is valid here.
+    Status {
+        /// Also say whether this package may open, and why not.
+        #[arg(long)]
+        package: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Install a licence file (from offline activation) into the licence directory.
+    Import {
+        /// The licence file.
+        file: PathBuf,
+        /// Refuse the file unless it opens this package on this device.
+        #[arg(long)]
+        package: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 impl Common {
@@ -102,6 +143,9 @@ impl Common {
             backend: self.backend,
             precision: self.precision,
             trusted_keys: (!self.trusted_keys.is_empty()).then(|| self.trusted_keys.clone()),
+            serial: self.serial.clone(),
+            license_dir: self.license_dir.clone(),
+            app_id: self.app_id.clone(),
             ..Config::default()
         }
     }
@@ -183,6 +227,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::License { action } => match action {
+            LicenseAction::Status {
+                package,
+                json,
+                common,
+            } => {
+                let config = common.config();
+                init_logging(&config);
+                license::status(&config, package.as_deref(), json)
+            }
+            LicenseAction::Import {
+                file,
+                package,
+                common,
+            } => {
+                let config = common.config();
+                init_logging(&config);
+                license::import(&config, &file, package.as_deref())
+            }
+        },
     }
 }
 
