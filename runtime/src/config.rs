@@ -272,6 +272,7 @@ mod tests {
         assert_eq!(s.precision, None);
         assert_eq!(s.top_k, None);
         assert_eq!(s.serial, None);
+        assert_eq!(s.app_id, None);
         assert_eq!(s.log_level, LogLevel::Warn);
         assert_eq!(s.license_dir, PathBuf::from("/home/u/.outpost/licenses"));
         assert!(s.trusted_keys.is_empty());
@@ -288,6 +289,7 @@ mod tests {
                 ("OUTPOST_TOP_K", "2"),
                 ("OUTPOST_SERIAL", "ABCD-EFGH-JKLM-NPQR"),
                 ("OUTPOST_LICENSE_DIR", "/var/lic"),
+                ("OUTPOST_APP_ID", " com.acme.app "),
                 ("OUTPOST_LOG_LEVEL", "debug"),
                 ("OUTPOST_TRUSTED_KEYS", "/a/public.key:/b"),
             ]))
@@ -298,6 +300,7 @@ mod tests {
         assert_eq!(s.threshold, Some(0.4));
         assert_eq!(s.top_k, Some(2));
         assert_eq!(s.serial.as_deref(), Some("ABCD-EFGH-JKLM-NPQR"));
+        assert_eq!(s.app_id.as_deref(), Some("com.acme.app"));
         assert_eq!(s.license_dir, PathBuf::from("/var/lic"));
         assert_eq!(s.log_level, LogLevel::Debug);
         assert_eq!(
@@ -316,6 +319,7 @@ mod tests {
             top_k: Some(7),
             serial: Some("code".into()),
             license_dir: Some("/code".into()),
+            app_id: Some("com.code.app".into()),
             log_level: Some(LogLevel::Error),
             trusted_keys: Some(vec!["/code.key".into()]),
         };
@@ -328,6 +332,7 @@ mod tests {
                 ("OUTPOST_TOP_K", "2"),
                 ("OUTPOST_SERIAL", "env"),
                 ("OUTPOST_LICENSE_DIR", "/env"),
+                ("OUTPOST_APP_ID", "com.env.app"),
                 ("OUTPOST_LOG_LEVEL", "debug"),
                 ("OUTPOST_TRUSTED_KEYS", "/env.key"),
             ]))
@@ -339,6 +344,7 @@ mod tests {
         assert_eq!(s.top_k, Some(7));
         assert_eq!(s.serial.as_deref(), Some("code"));
         assert_eq!(s.license_dir, PathBuf::from("/code"));
+        assert_eq!(s.app_id.as_deref(), Some("com.code.app"));
         assert_eq!(s.log_level, LogLevel::Error);
         assert_eq!(s.trusted_keys, vec![PathBuf::from("/code.key")]);
     }
