@@ -9,11 +9,13 @@
 //! - [`keys`]: key ids and the set of keys a package trusts for licences.
 //! - [`store`]: the licence directory on a device: atomic writes, corrupted files
 //!   reported, the clock guard, and the search for a valid licence.
+//! - [`client`]: online activation over HTTP(S), with timeouts and proxies.
 //! - [`protocol`]: the activation request and reply, online and offline.
 //! - [`error`]: the 2xxx licence codes and the 5xxx server codes.
 //!
 //! See `docs/licensing.md` for the rules and the file formats.
 
+pub mod client;
 pub mod error;
 pub mod fingerprint;
 pub mod keys;

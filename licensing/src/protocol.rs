@@ -67,9 +67,14 @@ impl From<&LicenseError> for ErrorBody {
             LicenseError::TooManyActivations { limit } => *limit,
             _ => 0,
         };
+        // A server error's code is in `error_code`: the message is its bare text.
+        let message = match e {
+            LicenseError::Server { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
         ErrorBody {
             error_code: e.code(),
-            message: e.to_string(),
+            message,
             detail,
         }
     }
@@ -85,9 +90,10 @@ impl ActivationRequest {
             message: m,
         };
         if bytes.len() > MAX_REQUEST_BYTES {
-            return Err(bad(format!(
-                "request larger than {MAX_REQUEST_BYTES} bytes"
-            )));
+            return Err(LicenseError::Server {
+                code: PAYLOAD_TOO_LARGE,
+                message: format!("request larger than {MAX_REQUEST_BYTES} bytes"),
+            });
         }
         let req: ActivationRequest =
             serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid request: {e}")))?;
@@ -128,6 +134,16 @@ impl ActivationRequest {
 
 /// Code of a request the server cannot accept (malformed JSON, bad values).
 pub const BAD_REQUEST: u32 = 5001;
+/// Code of an admin request without a valid API token.
+pub const UNAUTHORIZED: u32 = 5002;
+/// Code of a request refused by rate limiting; retry later.
+pub const RATE_LIMITED: u32 = 5003;
+/// Code of a request body over the size limit.
+pub const PAYLOAD_TOO_LARGE: u32 = 5004;
+/// Code of a server-side storage or internal failure; retry later.
+pub const INTERNAL: u32 = 5005;
+/// Code of an admin request for something that does not exist.
+pub const NOT_FOUND: u32 = 5006;
 
 /// Android package names and iOS bundle ids: `com.example.app`.
 pub fn valid_package_name(p: &str) -> bool {
@@ -199,12 +215,17 @@ mod tests {
             &b""[..],
             b"[]",
             b"{\"serial\": 1}",
-            &vec![b' '; MAX_REQUEST_BYTES + 1],
             good.replace("\"nonce\"", "\"extra\": 1, \"nonce\"")
                 .as_bytes(),
         ] {
             assert_eq!(ActivationRequest::parse(junk).unwrap_err().code(), 5001);
         }
+    }
+
+    #[test]
+    fn oversized_bodies_are_5004() {
+        let big = vec![b' '; MAX_REQUEST_BYTES + 1];
+        assert_eq!(ActivationRequest::parse(&big).unwrap_err().code(), 5004);
     }
 
     #[test]
@@ -222,5 +243,10 @@ mod tests {
         }
         assert_eq!(LicenseError::from_server(42, "?", 0).code(), 5100);
         assert_eq!(LicenseError::from_server(5003, "slow down", 0).code(), 5003);
+        let body = ErrorBody::from(&LicenseError::Server {
+            code: 5001,
+            message: "bad nonce".into(),
+        });
+        assert_eq!(body.message, "bad nonce");
     }
 }

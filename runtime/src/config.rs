@@ -116,6 +116,8 @@ pub struct Config {
     /// The app's Android package name or iOS bundle id, which product-line licences
     /// bind to (`OUTPOST_APP_ID`; default: none, as for a device that is not an app).
     pub app_id: Option<String>,
+    /// Activation server URL (`OUTPOST_LICENSE_SERVER`; default: the package's own).
+    pub license_server: Option<String>,
     /// Log level (`OUTPOST_LOG_LEVEL`; default warn).
     pub log_level: Option<LogLevel>,
     /// Public keys or key directories trusted to sign packages
@@ -142,6 +144,8 @@ pub struct Settings {
     pub license_dir: PathBuf,
     /// App package name or bundle id, for product-line licences.
     pub app_id: Option<String>,
+    /// Activation server, or the package's own when `None`.
+    pub license_server: Option<String>,
     /// Log level.
     pub log_level: LogLevel,
     /// Trusted signing keys.
@@ -217,6 +221,12 @@ impl Config {
                 .or_else(|| var("OUTPOST_APP_ID"))
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),
+            license_server: self
+                .license_server
+                .clone()
+                .or_else(|| var("OUTPOST_LICENSE_SERVER"))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
             log_level: pick(self.log_level, &var, "OUTPOST_LOG_LEVEL")?.unwrap_or_default(),
             trusted_keys,
         })
@@ -290,6 +300,7 @@ mod tests {
                 ("OUTPOST_SERIAL", "ABCD-EFGH-JKLM-NPQR"),
                 ("OUTPOST_LICENSE_DIR", "/var/lic"),
                 ("OUTPOST_APP_ID", " com.acme.app "),
+                ("OUTPOST_LICENSE_SERVER", "https://lic.acme.com"),
                 ("OUTPOST_LOG_LEVEL", "debug"),
                 ("OUTPOST_TRUSTED_KEYS", "/a/public.key:/b"),
             ]))
@@ -301,6 +312,7 @@ mod tests {
         assert_eq!(s.top_k, Some(2));
         assert_eq!(s.serial.as_deref(), Some("ABCD-EFGH-JKLM-NPQR"));
         assert_eq!(s.app_id.as_deref(), Some("com.acme.app"));
+        assert_eq!(s.license_server.as_deref(), Some("https://lic.acme.com"));
         assert_eq!(s.license_dir, PathBuf::from("/var/lic"));
         assert_eq!(s.log_level, LogLevel::Debug);
         assert_eq!(
@@ -320,6 +332,7 @@ mod tests {
             serial: Some("code".into()),
             license_dir: Some("/code".into()),
             app_id: Some("com.code.app".into()),
+            license_server: Some("http://code".into()),
             log_level: Some(LogLevel::Error),
             trusted_keys: Some(vec!["/code.key".into()]),
         };
@@ -333,6 +346,7 @@ mod tests {
                 ("OUTPOST_SERIAL", "env"),
                 ("OUTPOST_LICENSE_DIR", "/env"),
                 ("OUTPOST_APP_ID", "com.env.app"),
+                ("OUTPOST_LICENSE_SERVER", "http://env"),
                 ("OUTPOST_LOG_LEVEL", "debug"),
                 ("OUTPOST_TRUSTED_KEYS", "/env.key"),
             ]))
@@ -345,6 +359,7 @@ mod tests {
         assert_eq!(s.serial.as_deref(), Some("code"));
         assert_eq!(s.license_dir, PathBuf::from("/code"));
         assert_eq!(s.app_id.as_deref(), Some("com.code.app"));
+        assert_eq!(s.license_server.as_deref(), Some("http://code"));
         assert_eq!(s.log_level, LogLevel::Error);
         assert_eq!(s.trusted_keys, vec![PathBuf::from("/code.key")]);
     }

@@ -36,6 +36,7 @@ fn requirement(keys: &[&SigningKey]) -> LicenseRequirement {
                 public_key: hex::encode(k.verifying_key().as_bytes()),
             })
             .collect(),
+        server: None,
     }
 }
 

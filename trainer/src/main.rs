@@ -113,6 +113,10 @@ struct PackageArgs {
     /// repeatable, for key rotation.
     #[arg(long = "license-key", requires = "license_vendor")]
     license_keys: Vec<PathBuf>,
+    /// The vendor's activation server URL, written into the package so devices
+    /// activate there (they may override it with OUTPOST_LICENSE_SERVER).
+    #[arg(long = "license-server", requires = "license_vendor")]
+    license_server: Option<String>,
 }
 
 impl PackageArgs {
@@ -140,6 +144,7 @@ impl PackageArgs {
             product_id: self.license_product.clone().unwrap_or_default(),
             edition: self.license_edition.clone(),
             keys: entries,
+            server: self.license_server.clone(),
         }))
     }
 }

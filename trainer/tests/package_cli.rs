@@ -288,3 +288,90 @@ fn int8_artifact_is_packaged_and_chosen_when_asked_or_by_default() {
     assert_eq!(err.code(), 3010);
     assert!(err.to_string().contains("fp16"));
 }
+
+#[test]
+fn licence_flags_write_the_license_section_the_runtime_enforces() {
+    let f = Fixture::new();
+    // The licence server's key: same file format as keygen's.
+    let o = trainer(&["keygen", "--out", &f.path("server")]);
+    assert!(o.status.success());
+    let base = [
+        "package",
+        "--model",
+        cls_model().to_str().unwrap(),
+        "--labels",
+        &f.path("cls.txt"),
+        "--preprocess",
+        &f.path("cls.json"),
+        "--key",
+        &f.path("keys"),
+        "--no-precompiled",
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = |extra: &[&str], out: &str| {
+        let mut args = base.clone();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--out".to_string(), f.path(out)]);
+        trainer(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let server_pub = f.path("server/public.key");
+    let o = run(
+        &[
+            "--license-vendor",
+            "acme",
+            "--license-key",
+            &server_pub,
+            "--license-edition",
+            "standard",
+            "--license-server",
+            "https://lic.acme.example",
+        ],
+        "licensed.opk",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let trusted = TrustedKeys::load(&[f.path("keys").into()]).unwrap();
+    let pkg = Package::open(f.path("licensed.opk"), &trusted).unwrap();
+    let l = pkg.manifest().license.clone().expect("license section");
+    assert_eq!(l.vendor, "acme");
+    assert_eq!(l.product_id, "cls", "product defaults to the model name");
+    assert_eq!(l.edition.as_deref(), Some("standard"));
+    assert_eq!(l.server.as_deref(), Some("https://lic.acme.example"));
+    let server_key =
+        outpost_runtime::package::signing::read_public_key(Path::new(&server_pub)).unwrap();
+    assert_eq!(l.keys.len(), 1);
+    assert_eq!(l.keys[0].public_key, hex::encode(server_key.as_bytes()));
+    // Without a licence the runtime refuses it.
+    let licenses = tempfile::tempdir().unwrap();
+    let config = Config {
+        trusted_keys: Some(vec![f.path("keys").into()]),
+        license_dir: Some(licenses.path().into()),
+        threads: Some(1),
+        ..Config::default()
+    };
+    let err = Predictor::open(f.path("licensed.opk"), &config).unwrap_err();
+    assert_eq!(err.code(), 2013, "{err}");
+
+    // A vendor without a key, a bad vendor id, or a bad server URL are refused.
+    let o = run(&["--license-vendor", "acme"], "x.opk");
+    assert!(!o.status.success());
+    let o = run(
+        &["--license-vendor", "ACME!", "--license-key", &server_pub],
+        "y.opk",
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("3008"), "{o:?}");
+    let o = run(
+        &[
+            "--license-vendor",
+            "acme",
+            "--license-key",
+            &server_pub,
+            "--license-server",
+            "ftp://x",
+        ],
+        "z.opk",
+    );
+    assert!(!o.status.success());
+    assert!(!Path::new(&f.path("y.opk")).exists());
+}

@@ -410,6 +410,10 @@ pub struct LicenseRequirement {
     pub edition: Option<String>,
     /// The licence server's public keys that may sign licences for this package.
     pub keys: Vec<LicenseKey>,
+    /// The vendor's activation server (`https://...`), used when the device is given a
+    /// serial it has no licence for; `OUTPOST_LICENSE_SERVER` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// One licence-signing public key.
@@ -441,6 +445,13 @@ impl LicenseRequirement {
         }
         if self.keys.is_empty() {
             return Err(invalid("license.keys is empty".into()));
+        }
+        if let Some(url) = &self.server {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+                return Err(invalid(
+                    "license.server must be an http:// or https:// URL".into(),
+                ));
+            }
         }
         let keys = outpost_licensing::LicenseKeys::from_hex(
             self.keys

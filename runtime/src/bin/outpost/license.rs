@@ -1,10 +1,11 @@
-//! `outpost license ...`: what is installed, and installing licence files.
+//! `outpost license ...`: activation (online and offline requests), what is
+//! installed, and installing licence files.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use outpost_runtime::outpost_licensing::{
-    format_time, unix_now, Fingerprint, LicenseFile, LicenseStore,
+    format_time, unix_now, Fingerprint, LicenseFile, LicenseStore, Serial,
 };
 use outpost_runtime::package::{Package, TrustedKeys};
 use outpost_runtime::Config;
@@ -162,5 +163,54 @@ pub fn import(config: &Config, file: &Path, package: Option<&Path>) -> Result<()
         format_time(c.expires_at),
         path.display()
     );
+    Ok(())
+}
+
+/// The package's licence section and the settings, or a clear error for open models
+/// and a missing serial.
+fn licensed_package(
+    config: &Config,
+    path: &Path,
+) -> Result<(
+    outpost_runtime::Settings,
+    outpost_runtime::package::manifest::LicenseRequirement,
+    Serial,
+)> {
+    let settings = config.resolve().map_err(coded)?;
+    let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
+    let package = Package::open(path, &trusted).map_err(coded)?;
+    let Some(section) = package.manifest().license.clone() else {
+        anyhow::bail!("{} is an open model: it needs no licence", path.display());
+    };
+    let serial = settings
+        .serial
+        .as_deref()
+        .context("no serial: pass --serial or set OUTPOST_SERIAL")?;
+    let serial = Serial::parse(serial).map_err(|e| coded(e.into()))?;
+    Ok((settings, section, serial))
+}
+
+/// `outpost license activate`: one online activation, then the licence is installed.
+pub fn activate(config: &Config, package: &Path) -> Result<()> {
+    let (settings, section, serial) = licensed_package(config, package)?;
+    let lic = outpost_runtime::license::activate(&section, &settings, &serial).map_err(coded)?;
+    let c = &lic.claims;
+    println!(
+        "activated {} ({} licence for {}, until {}) in {}",
+        c.serial.masked(),
+        c.kind,
+        c.models.join(","),
+        format_time(c.expires_at),
+        settings.license_dir.display()
+    );
+    Ok(())
+}
+
+/// `outpost license request`: the offline activation request, as JSON on stdout.
+pub fn request(config: &Config, package: &Path) -> Result<()> {
+    let (settings, section, serial) = licensed_package(config, package)?;
+    let req = outpost_runtime::license::activation_request(&section, &settings, &serial)
+        .map_err(coded)?;
+    println!("{}", serde_json::to_string_pretty(&req)?);
     Ok(())
 }

@@ -124,6 +124,25 @@ enum LicenseAction {
         #[command(flatten)]
         common: Common,
     },
+    /// Activate a serial online for a package and install the licence.
+    Activate {
+        /// The package the licence is for (it names the vendor, product and keys).
+        #[arg(long)]
+        package: PathBuf,
+        /// Activation server (default: OUTPOST_LICENSE_SERVER, else the package's).
+        #[arg(long)]
+        server: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write an offline activation request (JSON) for the vendor to turn into a licence.
+    Request {
+        /// The package the licence is for.
+        #[arg(long)]
+        package: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Install a licence file (from offline activation) into the licence directory.
     Import {
         /// The licence file.
@@ -237,6 +256,23 @@ fn run(cli: Cli) -> Result<()> {
                 init_logging(&config);
                 license::status(&config, package.as_deref(), json)
             }
+            LicenseAction::Activate {
+                package,
+                server,
+                common,
+            } => {
+                let config = Config {
+                    license_server: server,
+                    ..common.config()
+                };
+                init_logging(&config);
+                license::activate(&config, &package)
+            }
+            LicenseAction::Request { package, common } => {
+                let config = common.config();
+                init_logging(&config);
+                license::request(&config, &package)
+            }
             LicenseAction::Import {
                 file,
                 package,
@@ -288,6 +324,23 @@ fn info(path: &Path, config: &Config, as_json: bool) -> Result<()> {
         "precision   {} by default",
         m.default_precision.unwrap_or(Precision::Fp32).as_str()
     );
+    match &m.license {
+        None => println!("licence     none (open model)"),
+        Some(l) => println!(
+            "licence     required: vendor {}, product {}{}, {} server key(s){}",
+            l.vendor,
+            l.product_id,
+            l.edition
+                .as_deref()
+                .map(|e| format!(", edition {e}"))
+                .unwrap_or_default(),
+            l.keys.len(),
+            l.server
+                .as_deref()
+                .map(|s| format!(", activation server {s}"))
+                .unwrap_or_default()
+        ),
+    }
     let preview: Vec<&str> = m.labels.iter().take(5).map(String::as_str).collect();
     println!(
         "labels      {} ({}{})",

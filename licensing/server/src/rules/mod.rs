@@ -1,0 +1,3 @@
+//! Business rules of the licence server.
+
+pub mod activation;
