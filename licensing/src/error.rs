@@ -173,7 +173,7 @@ impl LicenseError {
 }
 
 /// The last component of a path, so messages never leak a home directory.
-pub(crate) fn file_name(path: &std::path::Path) -> String {
+pub fn file_name(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

@@ -175,9 +175,7 @@ impl Error {
 
 /// The last component of a path, for messages that must not leak home directories.
 pub(crate) fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    outpost_licensing::error::file_name(path)
 }
 
 #[cfg(test)]

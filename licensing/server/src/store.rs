@@ -140,6 +140,21 @@ impl ActivationRow {
     }
 }
 
+/// Takes the serial's row lock (PostgreSQL; SQLite already holds the database write
+/// lock). False when the serial does not exist.
+pub async fn lock_serial<'e, E>(exec: E, compact: &str) -> Result<bool, DbError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let locked =
+        sqlx::query("UPDATE serials SET activated_devices = activated_devices WHERE serial = $1")
+            .bind(compact.to_string())
+            .execute(exec)
+            .await?
+            .rows_affected();
+    Ok(locked != 0)
+}
+
 /// Reads one serial.
 pub async fn get_serial<'e, E>(exec: E, compact: &str) -> Result<Option<SerialRow>, DbError>
 where

@@ -19,6 +19,8 @@ use outpost_licensing::{unix_now, LicenseKind, Serial};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query as SqlQuery;
 use sqlx::{Any, Row, Transaction};
 
 use super::{ApiError, Shared};
@@ -26,7 +28,7 @@ use crate::audit::{self, Actor, AuditEntry};
 use crate::auth::AdminTokens;
 use crate::codes;
 use crate::db::{random_id, to_i64, DbError};
-use crate::store::{self, parse_kind, SerialFilter};
+use crate::store::{self, parse_kind, SerialFilter, SerialRow};
 
 /// Most serials one `POST /v1/admin/serials` creates.
 pub const MAX_BATCH: u64 = 10_000;
@@ -102,16 +104,30 @@ fn path_serial(text: &str) -> Result<Serial, ApiError> {
     Serial::parse(text).map_err(|e| ApiError::from(&e))
 }
 
-/// Writes an audit row on a transaction.
-async fn audit_tx(
+/// Runs an INSERT on a transaction; a unique violation becomes a conflict (409) with
+/// the given message.
+async fn insert_unique<'q>(
     tx: &mut Transaction<'static, Any>,
+    insert: SqlQuery<'q, Any, AnyArguments<'q>>,
+    conflict: String,
+) -> Result<(), ApiError> {
+    match insert.execute(&mut **tx).await.map_err(DbError::from) {
+        Err(e) if e.is_unique_violation() => Err(ApiError::conflict(conflict)),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Writes the change's audit row on its transaction, then commits it.
+async fn audit_commit(
+    mut tx: Transaction<'static, Any>,
     admin: &Admin,
     action: &str,
     subject: &str,
     detail: Value,
 ) -> Result<(), DbError> {
     audit::record(
-        &mut **tx,
+        &mut *tx,
         &AuditEntry {
             actor: &admin.0,
             action,
@@ -120,7 +136,9 @@ async fn audit_tx(
             detail,
         },
     )
-    .await
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Writes the audit row of a read (best effort).
@@ -163,31 +181,13 @@ async fn create_vendor(
     }
     let now = unix_now();
     let mut tx = st.db.begin_write().await?;
-    let inserted = sqlx::query("INSERT INTO vendors (id, name, created_at) VALUES ($1, $2, $3)")
+    let insert = sqlx::query("INSERT INTO vendors (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(v.id.clone())
         .bind(v.name.clone())
-        .bind(to_i64(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::from);
-    match inserted {
-        Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::conflict(format!(
-                "vendor {} already exists",
-                v.id
-            )))
-        }
-        other => other?,
-    };
-    audit_tx(
-        &mut tx,
-        &admin,
-        "create_vendor",
-        &v.id,
-        json!({ "name": v.name }),
-    )
-    .await?;
-    tx.commit().await.map_err(DbError::from)?;
+        .bind(to_i64(now));
+    insert_unique(&mut tx, insert, format!("vendor {} already exists", v.id)).await?;
+    let detail = json!({ "name": v.name });
+    audit_commit(tx, &admin, "create_vendor", &v.id, detail).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": v.id, "name": v.name, "created_at": now })),
@@ -263,32 +263,15 @@ async fn create_model(
     if !vendor_exists(&mut tx, &vendor).await? {
         return Err(ApiError::not_found("vendor not found"));
     }
-    let inserted =
+    let insert =
         sqlx::query("INSERT INTO models (vendor_id, product_id, created_at) VALUES ($1, $2, $3)")
             .bind(vendor.clone())
             .bind(m.product_id.clone())
-            .bind(to_i64(unix_now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(DbError::from);
-    match inserted {
-        Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::conflict(format!(
-                "model {} already exists for vendor {vendor}",
-                m.product_id
-            )))
-        }
-        other => other?,
-    };
-    audit_tx(
-        &mut tx,
-        &admin,
-        "create_model",
-        &vendor,
-        json!({ "product_id": m.product_id }),
-    )
-    .await?;
-    tx.commit().await.map_err(DbError::from)?;
+            .bind(to_i64(unix_now()));
+    let conflict = format!("model {} already exists for vendor {vendor}", m.product_id);
+    insert_unique(&mut tx, insert, conflict).await?;
+    let detail = json!({ "product_id": m.product_id });
+    audit_commit(tx, &admin, "create_model", &vendor, detail).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "vendor": vendor, "product_id": m.product_id })),
@@ -510,8 +493,8 @@ async fn insert_batch(
         }
         q.execute(&mut *tx).await?;
     }
-    audit_tx(
-        &mut tx,
+    audit_commit(
+        tx,
         admin,
         "create_serials",
         &batch_id,
@@ -528,7 +511,6 @@ async fn insert_batch(
         }),
     )
     .await?;
-    tx.commit().await?;
     Ok((batch_id, serials))
 }
 
@@ -600,9 +582,7 @@ async fn get_serial(
 ) -> Result<Response, ApiError> {
     let serial = path_serial(&serial)?;
     let compact = serial.compact();
-    let row = store::get_serial(st.db.pool(), &compact)
-        .await?
-        .ok_or_else(|| ApiError::not_found("serial not found"))?;
+    let row = serial_row(&st, &compact).await?;
     let activations = store::activations_of(st.db.pool(), &compact, true).await?;
     audit_read(&st, &admin, "get_serial", &compact, json!({})).await;
     Ok(Json(json!({ "serial": row, "activations": activations })).into_response())
@@ -650,16 +630,19 @@ struct Extend {
     days: u64,
 }
 
-/// Takes the serial's row lock (PostgreSQL) and checks it exists.
-async fn lock_serial(tx: &mut Transaction<'static, Any>, compact: &str) -> Result<bool, DbError> {
-    Ok(
-        sqlx::query("UPDATE serials SET activated_devices = activated_devices WHERE serial = $1")
-            .bind(compact.to_string())
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-            == 1,
-    )
+/// Takes the serial's row lock; 404 when the serial does not exist.
+async fn lock_serial(tx: &mut Transaction<'static, Any>, compact: &str) -> Result<(), ApiError> {
+    if !store::lock_serial(&mut **tx, compact).await? {
+        return Err(ApiError::not_found("serial not found"));
+    }
+    Ok(())
+}
+
+/// Reads a serial's row; 404 when it does not exist.
+async fn serial_row(st: &Shared, compact: &str) -> Result<SerialRow, ApiError> {
+    store::get_serial(st.db.pool(), compact)
+        .await?
+        .ok_or_else(|| ApiError::not_found("serial not found"))
 }
 
 async fn extend(
@@ -676,9 +659,7 @@ async fn extend(
     let secs = to_i64(e.days * 86_400);
     let compact = serial.compact();
     let mut tx = st.db.begin_write().await?;
-    if !lock_serial(&mut tx, &compact).await? {
-        return Err(ApiError::not_found("serial not found"));
-    }
+    lock_serial(&mut tx, &compact).await?;
     sqlx::query(
         "UPDATE serials SET not_after = not_after + $2 WHERE serial = $1 AND not_after IS NOT NULL",
     )
@@ -695,18 +676,9 @@ async fn extend(
             .await
             .map_err(DbError::from)?
             .rows_affected();
-    audit_tx(
-        &mut tx,
-        &admin,
-        "extend",
-        &compact,
-        json!({ "days": e.days, "activations": extended }),
-    )
-    .await?;
-    tx.commit().await.map_err(DbError::from)?;
-    let row = store::get_serial(st.db.pool(), &compact)
-        .await?
-        .ok_or_else(|| ApiError::not_found("serial not found"))?;
+    let detail = json!({ "days": e.days, "activations": extended });
+    audit_commit(tx, &admin, "extend", &compact, detail).await?;
+    let row = serial_row(&st, &compact).await?;
     Ok(Json(json!({ "serial": row, "activations_extended": extended })).into_response())
 }
 
@@ -726,11 +698,8 @@ async fn revoke(
     if n == 0 {
         return Err(ApiError::not_found("serial not found"));
     }
-    audit_tx(&mut tx, &admin, "revoke", &compact, json!({})).await?;
-    tx.commit().await.map_err(DbError::from)?;
-    let row = store::get_serial(st.db.pool(), &compact)
-        .await?
-        .ok_or_else(|| ApiError::not_found("serial not found"))?;
+    audit_commit(tx, &admin, "revoke", &compact, json!({})).await?;
+    let row = serial_row(&st, &compact).await?;
     Ok(Json(json!({ "serial": row })).into_response())
 }
 
@@ -750,9 +719,7 @@ async fn reset(
     let compact = path_serial(&serial)?.compact();
     let r: Reset = json_body(body)?;
     let mut tx = st.db.begin_write().await?;
-    if !lock_serial(&mut tx, &compact).await? {
-        return Err(ApiError::not_found("serial not found"));
-    }
+    lock_serial(&mut tx, &compact).await?;
     let deleted = sqlx::query("DELETE FROM activations WHERE id = $1 AND serial = $2")
         .bind(r.activation_id.clone())
         .bind(compact.clone())
@@ -771,18 +738,9 @@ async fn reset(
     .execute(&mut *tx)
     .await
     .map_err(DbError::from)?;
-    audit_tx(
-        &mut tx,
-        &admin,
-        "reset",
-        &compact,
-        json!({ "activation_id": r.activation_id }),
-    )
-    .await?;
-    tx.commit().await.map_err(DbError::from)?;
-    let row = store::get_serial(st.db.pool(), &compact)
-        .await?
-        .ok_or_else(|| ApiError::not_found("serial not found"))?;
+    let detail = json!({ "activation_id": r.activation_id });
+    audit_commit(tx, &admin, "reset", &compact, detail).await?;
+    let row = serial_row(&st, &compact).await?;
     Ok(Json(json!({ "serial": row, "removed_activation": r.activation_id })).into_response())
 }
 

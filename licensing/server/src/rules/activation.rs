@@ -30,7 +30,7 @@ use crate::audit::{self, Actor, AuditEntry};
 use crate::codes::{error_body, STORAGE};
 use crate::db::{random_id, to_i64, to_u64, Db, DbError};
 use crate::keys::KeyRing;
-use crate::store::{SerialRow, SERIAL_COLUMNS};
+use crate::store::{self, SerialRow, SERIAL_COLUMNS};
 
 /// How many times one device may activate the same serial (the first included).
 pub const MAX_ACTIVATIONS_PER_DEVICE: u32 = 50;
@@ -123,7 +123,20 @@ pub async fn activate(
     let mut tries = 0;
     let result = loop {
         tries += 1;
-        let r = attempt(db, keys, req, &serial, actor, now).await;
+        let r = async {
+            let mut tx = db.begin_write().await?;
+            let r = rules(&mut tx, keys, req, &serial, actor, now).await;
+            match r {
+                Ok(_) => tx.commit().await.map_err(DbError::from)?,
+                // Release the write lock now rather than when the pool recycles the
+                // connection.
+                Err(_) => {
+                    let _ = tx.rollback().await;
+                }
+            }
+            r
+        }
+        .await;
         match &r {
             // Two requests of one new device raced past the device search: the loser
             // retries and finds the winner's activation.
@@ -195,30 +208,7 @@ pub async fn record_bad_request(db: &Db, actor: &Actor, code: u32, message: &str
     }
 }
 
-async fn attempt(
-    db: &Db,
-    keys: &KeyRing,
-    req: &ActivationRequest,
-    serial: &Serial,
-    actor: &Actor,
-    now: u64,
-) -> Result<Granted, ActivationError> {
-    let mut tx = db.begin_write().await?;
-    match rules(&mut tx, keys, req, serial, actor, now).await {
-        Ok(granted) => {
-            tx.commit().await.map_err(DbError::from)?;
-            Ok(granted)
-        }
-        Err(e) => {
-            // Release the write lock now rather than when the pool recycles the
-            // connection.
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-    }
-}
-
-/// Steps 2 to 9 on an open write transaction; the caller commits or rolls back.
+/// Steps 2 to 9 on an open write transaction; [`activate`] commits or rolls back.
 async fn rules(
     tx: &mut Transaction<'static, Any>,
     keys: &KeyRing,
@@ -231,14 +221,7 @@ async fn rules(
     // Row lock on the serial (PostgreSQL): concurrent activations of one serial run
     // one after the other, so the device search below cannot race. SQLite already
     // holds the database write lock.
-    let locked =
-        sqlx::query("UPDATE serials SET activated_devices = activated_devices WHERE serial = $1")
-            .bind(compact.clone())
-            .execute(&mut **tx)
-            .await
-            .map_err(DbError::from)?
-            .rows_affected();
-    if locked == 0 {
+    if !store::lock_serial(&mut **tx, &compact).await? {
         return Err(LicenseError::UnknownSerial.into());
     }
     let row = sqlx::query(&format!(

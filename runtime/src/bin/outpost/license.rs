@@ -138,12 +138,9 @@ pub fn import(config: &Config, file: &Path, package: Option<&Path>) -> Result<()
         .unwrap_or_default();
     let license = LicenseFile::parse(&bytes, &name).map_err(|e| coded(e.into()))?;
     if let Some(path) = package {
-        let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
-        let package = Package::open(path, &trusted).map_err(coded)?;
-        let Some(section) = &package.manifest().license else {
-            anyhow::bail!("{} is an open model: it needs no licence", path.display());
-        };
-        let req = section.to_requirement().map_err(coded)?;
+        let req = license_section(&settings, path)?
+            .to_requirement()
+            .map_err(coded)?;
         let device = outpost_runtime::outpost_licensing::DeviceIdentity {
             fingerprint: Fingerprint::of_this_device(&req.vendor).ok(),
             package_name: settings.app_id.clone(),
@@ -153,16 +150,7 @@ pub fn import(config: &Config, file: &Path, package: Option<&Path>) -> Result<()
     }
     let store = LicenseStore::new(&settings.license_dir);
     let path = store.install(&license).map_err(|e| coded(e.into()))?;
-    let c = &license.claims;
-    println!(
-        "installed {} ({} licence for {} from {}, until {}) as {}",
-        c.serial.masked(),
-        c.kind,
-        c.models.join(","),
-        c.vendor,
-        format_time(c.expires_at),
-        path.display()
-    );
+    println!("installed {} as {}", summary(&license), path.display());
     Ok(())
 }
 
@@ -177,11 +165,7 @@ fn licensed_package(
     Serial,
 )> {
     let settings = config.resolve().map_err(coded)?;
-    let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
-    let package = Package::open(path, &trusted).map_err(coded)?;
-    let Some(section) = package.manifest().license.clone() else {
-        anyhow::bail!("{} is an open model: it needs no licence", path.display());
-    };
+    let section = license_section(&settings, path)?;
     let serial = settings
         .serial
         .as_deref()
@@ -194,13 +178,9 @@ fn licensed_package(
 pub fn activate(config: &Config, package: &Path) -> Result<()> {
     let (settings, section, serial) = licensed_package(config, package)?;
     let lic = outpost_runtime::license::activate(&section, &settings, &serial).map_err(coded)?;
-    let c = &lic.claims;
     println!(
-        "activated {} ({} licence for {}, until {}) in {}",
-        c.serial.masked(),
-        c.kind,
-        c.models.join(","),
-        format_time(c.expires_at),
+        "activated {} in {}",
+        summary(&lic),
         settings.license_dir.display()
     );
     Ok(())
@@ -213,4 +193,30 @@ pub fn request(config: &Config, package: &Path) -> Result<()> {
         .map_err(coded)?;
     println!("{}", serde_json::to_string_pretty(&req)?);
     Ok(())
+}
+
+/// One line about a licence: masked serial, kind, models, vendor, expiry.
+fn summary(license: &LicenseFile) -> String {
+    let c = &license.claims;
+    format!(
+        "{} ({} licence for {} from {}, until {})",
+        c.serial.masked(),
+        c.kind,
+        c.models.join(","),
+        c.vendor,
+        format_time(c.expires_at)
+    )
+}
+
+/// The `license` section of a verified package; an open model is an error here.
+fn license_section(
+    settings: &outpost_runtime::Settings,
+    path: &Path,
+) -> Result<outpost_runtime::package::manifest::LicenseRequirement> {
+    let trusted = TrustedKeys::load(&settings.trusted_keys).map_err(coded)?;
+    let package = Package::open(path, &trusted).map_err(coded)?;
+    match &package.manifest().license {
+        Some(section) => Ok(section.clone()),
+        None => anyhow::bail!("{} is an open model: it needs no licence", path.display()),
+    }
 }
