@@ -4,6 +4,8 @@
 //! - Timeouts: connect and whole request, 10 s and 30 s by default.
 //! - Proxy: `HTTPS_PROXY` for an `https://` server and `HTTP_PROXY` for `http://`
 //!   (lower-case names too, then `ALL_PROXY`), unless `NO_PROXY` names the host.
+//! - TLS trusts the Mozilla root store, plus the PEM certificates in the file named by
+//!   `OUTPOST_LICENSE_CA` (a vendor's private CA, or a company's TLS-inspecting proxy).
 //! - A server that cannot be reached is [`LicenseError::NoNetwork`] (2010); a refusal
 //!   carries the server's code (2xxx rule or 5xxx); a reply that is not the protocol
 //!   is a 5100 server error.
@@ -52,6 +54,9 @@ impl ActivationClient {
             .timeout_connect(connect)
             .timeout(total)
             .user_agent(concat!("outpost/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = env(CA_ENV).filter(|p| !p.trim().is_empty()) {
+            builder = builder.tls_config(tls_with_extra_roots(std::path::Path::new(path.trim()))?);
+        }
         if let Some(proxy) = proxy_for(&base, &host, &env) {
             let proxy = ureq::Proxy::new(&proxy).map_err(|e| LicenseError::Server {
                 code: PROTOCOL_ERROR,
@@ -114,11 +119,63 @@ impl ActivationClient {
     }
 }
 
+/// Environment variable naming a PEM file of extra trusted root certificates.
+pub const CA_ENV: &str = "OUTPOST_LICENSE_CA";
+
+/// rustls with the Mozilla roots and the certificates of a PEM file.
+fn tls_with_extra_roots(path: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let bad = |why: String| LicenseError::Server {
+        code: PROTOCOL_ERROR,
+        message: format!("{CA_ENV}: {why}"),
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        bad(format!(
+            "cannot read {}: {e}",
+            crate::error::file_name(path)
+        ))
+    })?;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("unusable certificate: {e}")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// A short reason for a transport failure (no URL: it may hold credentials).
 fn transport_reason(t: &ureq::Transport) -> String {
+    use std::error::Error as _;
+    // TLS failures arrive as "connection failed" with the rustls error as the source.
+    if let Some(source) = t.source().map(|s| s.to_string()) {
+        if source.contains("certificate") {
+            return format!(
+                "TLS certificate not trusted ({source}); set {CA_ENV} for a private CA"
+            );
+        }
+    }
     match t.kind() {
         ureq::ErrorKind::Dns => "host name not found".into(),
-        ureq::ErrorKind::ConnectionFailed => "connection refused or unreachable".into(),
+        ureq::ErrorKind::ConnectionFailed => match t.message() {
+            Some(m) if m.starts_with("tls") => "TLS handshake failed".into(),
+            _ => "connection refused or unreachable".into(),
+        },
         ureq::ErrorKind::ProxyConnect | ureq::ErrorKind::ProxyUnauthorized => {
             "the proxy refused the connection".into()
         }

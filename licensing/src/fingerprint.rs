@@ -3,12 +3,12 @@
 //! A fingerprint has up to four components, each read from the system and hashed at
 //! once; the raw values never leave this module:
 //!
-//! | component | Linux / Android source |
-//! | --- | --- |
-//! | `machine` | `/etc/machine-id`, else `/var/lib/dbus/machine-id` |
-//! | `board` | DMI `product_uuid`, else DMI `board_serial`, else the device-tree `serial-number` (ARM boards) |
-//! | `cpu` | `/proc/cpuinfo`: `model name`, else `Hardware` + `CPU implementer` + `CPU part` |
-//! | `mac` | MAC address of the primary NIC: the first interface by name with a `device` link (a physical NIC), else the first non-loopback one |
+//! | component | Linux / Android source | Windows (registry) | macOS |
+//! | --- | --- | --- | --- |
+//! | `machine` | `/etc/machine-id`, else `/var/lib/dbus/machine-id` | `Cryptography\MachineGuid` | `IOPlatformUUID` (`ioreg`) |
+//! | `board` | DMI `product_uuid`, else DMI `board_serial`, else the device-tree `serial-number` (ARM boards) | the SMBIOS UUID (`HardwareConfig\LastConfig`) | `IOPlatformSerialNumber` |
+//! | `cpu` | `/proc/cpuinfo`: `model name`, else `Hardware` + `CPU implementer` + `CPU part` | `CentralProcessor\0\ProcessorNameString` | `sysctl machdep.cpu.brand_string` |
+//! | `mac` | MAC address of the primary NIC: the first interface by name with a `device` link (a physical NIC), else the first non-loopback one | (not read) | `en0` (`ifconfig`) |
 //!
 //! Each component is stored as the first 16 bytes of SHA-256 over a domain tag, the
 //! salt, the component name and the value. The salt is the vendor id, so one vendor's
@@ -63,9 +63,11 @@ pub struct MachineFacts {
 }
 
 impl MachineFacts {
-    /// Reads the facts of this machine.
+    /// Reads the facts of this machine: from `/etc`, `/proc` and `/sys` on Linux and
+    /// Android, the registry on Windows, `ioreg`/`sysctl`/`ifconfig` on macOS. Other
+    /// systems (iOS) have none: their apps bind product-line licences to the app id.
     pub fn collect() -> MachineFacts {
-        MachineFacts::collect_from(Path::new("/"))
+        platform::facts()
     }
 
     /// Reads the facts from a file-system root (`/` on a device; a prepared tree in
@@ -266,6 +268,161 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
     ) -> std::result::Result<Fingerprint, D::Error> {
         let s = String::deserialize(d)?;
         Fingerprint::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Fact sources of Windows and macOS, and the text parsing they need (tested on
+/// every system).
+mod platform {
+    use super::MachineFacts;
+
+    /// `"IOPlatformUUID" = "…"` and `"IOPlatformSerialNumber" = "…"` from
+    /// `ioreg -rd1 -c IOPlatformExpertDevice`.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+    pub fn ioreg_value(text: &str, key: &str) -> Option<String> {
+        text.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix(&format!("\"{key}\""))?;
+            let value = rest.trim().strip_prefix('=')?.trim().trim_matches('"');
+            (!value.is_empty()).then(|| value.to_string())
+        })
+    }
+
+    /// The `ether xx:xx:…` address of `ifconfig en0`.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+    pub fn ifconfig_ether(text: &str) -> Option<String> {
+        text.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next()? == "ether").then(|| words.next().map(str::to_ascii_lowercase))?
+        })
+    }
+
+    /// `{4C4C4544-…}` (the registry's `LastConfig`) without braces, lower case.
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub fn braced_uuid(text: &str) -> Option<String> {
+        let v = text.trim().trim_start_matches('{').trim_end_matches('}');
+        (!v.is_empty()).then(|| v.to_ascii_lowercase())
+    }
+
+    /// This machine's facts, from the system's own sources.
+    #[cfg(not(any(windows, target_os = "macos")))]
+    pub fn facts() -> MachineFacts {
+        MachineFacts::collect_from(std::path::Path::new("/"))
+    }
+
+    /// This machine's facts, from the system's own sources.
+    #[cfg(target_os = "macos")]
+    pub fn facts() -> MachineFacts {
+        macos_facts()
+    }
+
+    /// This machine's facts, from the system's own sources.
+    #[cfg(windows)]
+    pub fn facts() -> MachineFacts {
+        windows_facts()
+    }
+
+    #[cfg_attr(not(any(windows, target_os = "macos")), allow(dead_code))]
+    fn put(facts: &mut MachineFacts, name: &str, value: Option<String>) {
+        if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+            facts.values.insert(name.to_string(), v.trim().to_string());
+        }
+    }
+
+    #[cfg(target_os = "macos")]
+    fn macos_facts() -> MachineFacts {
+        let run = |cmd: &str, args: &[&str]| -> Option<String> {
+            let out = std::process::Command::new(cmd).args(args).output().ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let mut facts = MachineFacts::default();
+        let ioreg =
+            run("/usr/sbin/ioreg", &["-rd1", "-c", "IOPlatformExpertDevice"]).unwrap_or_default();
+        put(&mut facts, "machine", ioreg_value(&ioreg, "IOPlatformUUID"));
+        put(
+            &mut facts,
+            "board",
+            ioreg_value(&ioreg, "IOPlatformSerialNumber"),
+        );
+        put(
+            &mut facts,
+            "cpu",
+            run("/usr/sbin/sysctl", &["-n", "machdep.cpu.brand_string"]),
+        );
+        put(
+            &mut facts,
+            "mac",
+            run("/sbin/ifconfig", &["en0"]).and_then(|t| ifconfig_ether(&t)),
+        );
+        facts
+    }
+
+    #[cfg(windows)]
+    fn windows_facts() -> MachineFacts {
+        use winreg::enums::HKEY_LOCAL_MACHINE;
+        use winreg::RegKey;
+        let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+        let read = |path: &str, name: &str| -> Option<String> {
+            hklm.open_subkey(path)
+                .ok()?
+                .get_value::<String, _>(name)
+                .ok()
+        };
+        let mut facts = MachineFacts::default();
+        put(
+            &mut facts,
+            "machine",
+            read("SOFTWARE\\Microsoft\\Cryptography", "MachineGuid"),
+        );
+        put(
+            &mut facts,
+            "board",
+            read("SYSTEM\\HardwareConfig", "LastConfig").and_then(|v| braced_uuid(&v)),
+        );
+        put(
+            &mut facts,
+            "cpu",
+            read(
+                "HARDWARE\\DESCRIPTION\\System\\CentralProcessor\\0",
+                "ProcessorNameString",
+            ),
+        );
+        facts
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn macos_and_windows_outputs_parse() {
+            let ioreg = r#"+-o J316sAP  <class IOPlatformExpertDevice, id 0x100000211>
+    {
+      "IOPlatformSerialNumber" = "C02XK0AAJG5H"
+      "IOPlatformUUID" = "6A4B1B5E-0C4D-5C1B-9D5E-2B1A0B0C0D0E"
+    }"#;
+            assert_eq!(
+                ioreg_value(ioreg, "IOPlatformUUID").as_deref(),
+                Some("6A4B1B5E-0C4D-5C1B-9D5E-2B1A0B0C0D0E")
+            );
+            assert_eq!(
+                ioreg_value(ioreg, "IOPlatformSerialNumber").as_deref(),
+                Some("C02XK0AAJG5H")
+            );
+            assert_eq!(ioreg_value(ioreg, "Missing"), None);
+            let ifconfig = "en0: flags=8863<UP,BROADCAST> mtu 1500\n\toptions=400<CHANNEL_IO>\n\tether A4:83:E7:00:11:22\n\tinet 10.0.0.2";
+            assert_eq!(
+                ifconfig_ether(ifconfig).as_deref(),
+                Some("a4:83:e7:00:11:22")
+            );
+            assert_eq!(ifconfig_ether("lo0: flags"), None);
+            assert_eq!(
+                braced_uuid("{4C4C4544-0042-3510-8051-B4C04F4E3232}").as_deref(),
+                Some("4c4c4544-0042-3510-8051-b4c04f4e3232")
+            );
+            assert_eq!(braced_uuid("{}"), None);
+        }
     }
 }
 

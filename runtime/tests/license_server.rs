@@ -231,6 +231,9 @@ impl Device {
             .env_remove("OUTPOST_LICENSE_SERVER")
             .env_remove("OUTPOST_APP_ID")
             .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("OUTPOST_LICENSE_CA")
             .env_remove("http_proxy")
             .env_remove("ALL_PROXY");
         for (k, v) in env {
@@ -681,6 +684,127 @@ fn issue_offline(db: &str, keys: &str, kind: &str) -> String {
     let serial = s.serial(kind, &[PRODUCT], json!({}));
     s.stop();
     serial
+}
+
+#[test]
+fn https_activation_trusts_a_private_ca_only_when_told() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(work.path());
+    server.admin("/v1/admin/vendors", json!({"id": VENDOR, "name": "Acme"}));
+    server.admin(
+        &format!("/v1/admin/vendors/{VENDOR}/models"),
+        json!({"product_id": PRODUCT}),
+    );
+    let serial = server.serial("per_device", &[PRODUCT], json!({}));
+
+    // A private CA and a certificate for localhost, served by a TLS terminator in
+    // front of the (plain HTTP) licence server, as a reverse proxy would.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let https = tls_terminator(leaf.der().clone(), leaf_key.serialize_der(), &server.url);
+    let ca_file = work.path().join("private-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let d = Device::new(server.root_key(), None);
+    let o = d.activate(&serial, &https, &[]);
+    assert_refused(&o, 2010, "untrusted certificate");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("OUTPOST_LICENSE_CA"),
+        "{o:?}"
+    );
+    let o = d.outpost(
+        &[
+            "license",
+            "activate",
+            "--serial",
+            &serial,
+            "--package",
+            d.pkg(),
+            "--server",
+            &https,
+        ],
+        &[("OUTPOST_LICENSE_CA", ca_file.to_str().unwrap())],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(d.top_label(&d.config()).unwrap(), "180");
+}
+
+/// Serves TLS on 127.0.0.1 with this certificate and forwards each HTTP message to
+/// `upstream`; returns `https://localhost:PORT`.
+fn tls_terminator(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key_pkcs8: Vec<u8>,
+    upstream: &str,
+) -> String {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key_pkcs8).into(),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let (config, upstream) = (config.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let Some(request) = read_http_message(&mut tls) else {
+                    return;
+                };
+                let Ok(mut up) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                if up.write_all(&request).is_err() {
+                    return;
+                }
+                if let Some(response) = read_http_message(&mut up) {
+                    let _ = tls.write_all(&response);
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                }
+            });
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+/// One HTTP/1.1 message: headers, then a `Content-Length` body.
+fn read_http_message(stream: &mut impl Read) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    buf.extend(body);
+    Some(buf)
 }
 
 /// The device's installed licence for `serial`.
