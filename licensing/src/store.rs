@@ -130,7 +130,7 @@ impl LicenseStore {
         now: u64,
     ) -> Result<LicenseFile> {
         let stored = self.list()?;
-        self.check_clock(now, &stored)?;
+        let last_seen = self.check_clock(now, &stored)?;
         let mut best: Option<(u8, LicenseError)> = None;
         let mut corrupt = None;
         for s in stored {
@@ -147,7 +147,7 @@ impl LicenseStore {
             }
             match check(&lic, req, device, now) {
                 Ok(()) => {
-                    self.record_time(now);
+                    self.record_time(now, last_seen);
                     return Ok(lic);
                 }
                 Err((rank, e)) => {
@@ -168,8 +168,9 @@ impl LicenseStore {
         })
     }
 
-    /// Refuses a clock behind the last-seen time or behind a stored licence's issue time.
-    fn check_clock(&self, now: u64, stored: &[StoredLicense]) -> Result<()> {
+    /// Refuses a clock behind the last-seen time or behind a stored licence's issue
+    /// time; returns the last-seen time on record.
+    fn check_clock(&self, now: u64, stored: &[StoredLicense]) -> Result<u64> {
         let last_seen = self.read_clock().last_seen;
         let issued = stored
             .iter()
@@ -184,7 +185,7 @@ impl LicenseStore {
                 seen: format_time(seen),
             });
         }
-        Ok(())
+        Ok(last_seen)
     }
 
     fn read_clock(&self) -> ClockState {
@@ -195,8 +196,8 @@ impl LicenseStore {
     }
 
     /// Moves the last-seen time forward. Best effort: a read-only store still runs.
-    fn record_time(&self, now: u64) {
-        if now <= self.read_clock().last_seen {
+    fn record_time(&self, now: u64, last_seen: u64) {
+        if now <= last_seen {
             return;
         }
         let state = serde_json::to_vec(&ClockState { last_seen: now }).unwrap_or_default();

@@ -130,6 +130,17 @@ impl Server {
         v
     }
 
+    /// Vendor `acme` with these models.
+    fn add_vendor_and_models(&self, models: &[&str]) {
+        self.admin("/v1/admin/vendors", json!({"id": VENDOR, "name": "Acme"}));
+        for m in models {
+            self.admin(
+                &format!("/v1/admin/vendors/{VENDOR}/models"),
+                json!({ "product_id": m }),
+            );
+        }
+    }
+
     /// One serial of `kind` for `models`, with extra fields.
     fn serial(&self, kind: &str, models: &[&str], extra: Value) -> String {
         let mut body = json!({"vendor": VENDOR, "kind": kind, "models": models, "count": 1});
@@ -341,13 +352,7 @@ fn psql(url: &str, sql: &str) {
 
 fn every_rule_through_the_cli(db: &str, dir: &Path) {
     let server = Server::start_with(db, &dir.join("server-keys"));
-    server.admin("/v1/admin/vendors", json!({"id": VENDOR, "name": "Acme"}));
-    for m in [PRODUCT, "another-model"] {
-        server.admin(
-            &format!("/v1/admin/vendors/{VENDOR}/models"),
-            json!({"product_id": m}),
-        );
-    }
+    server.add_vendor_and_models(&[PRODUCT, "another-model"]);
     let url = server.url.clone();
     let d = Device::new(server.root_key(), None);
 
@@ -501,11 +506,7 @@ fn every_rule_through_the_cli(db: &str, dir: &Path) {
 fn copied_offline_bulk_and_rotated_licences() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(work.path());
-    server.admin("/v1/admin/vendors", json!({"id": VENDOR, "name": "Acme"}));
-    server.admin(
-        &format!("/v1/admin/vendors/{VENDOR}/models"),
-        json!({"product_id": PRODUCT}),
-    );
+    server.add_vendor_and_models(&[PRODUCT]);
     let root = server.root_key();
     let files = tempfile::tempdir().unwrap();
     let file = |name: &str| files.path().join(name).to_str().unwrap().to_string();
@@ -678,8 +679,6 @@ fn copied_offline_bulk_and_rotated_licences() {
 
 /// Issues one serial straight into the database by starting a short-lived server.
 fn issue_offline(db: &str, keys: &str, kind: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let _ = dir;
     let s = Server::start_with(db, Path::new(keys));
     let serial = s.serial(kind, &[PRODUCT], json!({}));
     s.stop();
@@ -690,11 +689,7 @@ fn issue_offline(db: &str, keys: &str, kind: &str) -> String {
 fn https_activation_trusts_a_private_ca_only_when_told() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(work.path());
-    server.admin("/v1/admin/vendors", json!({"id": VENDOR, "name": "Acme"}));
-    server.admin(
-        &format!("/v1/admin/vendors/{VENDOR}/models"),
-        json!({"product_id": PRODUCT}),
-    );
+    server.add_vendor_and_models(&[PRODUCT]);
     let serial = server.serial("per_device", &[PRODUCT], json!({}));
 
     // A private CA and a certificate for localhost, served by a TLS terminator in

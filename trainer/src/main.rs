@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use outpost_runtime::package::manifest::{
     LicenseKey, LicenseRequirement, Precision, Preprocess, Task,
 };
-use outpost_runtime::package::signing::{key_id, read_public_key};
+use outpost_runtime::package::signing::{key_id, public_key_file, read_public_key};
 use outpost_runtime::package::{Package, TrustedKeys};
 use outpost_runtime::{Config, Manifest, Predictor};
 use outpost_trainer::dataset::load_classification;
@@ -128,12 +128,7 @@ impl PackageArgs {
         };
         let mut entries = Vec::new();
         for path in &self.license_keys {
-            let file = if path.is_dir() {
-                path.join("public.key")
-            } else {
-                path.clone()
-            };
-            let key = read_public_key(&file).map_err(coded)?;
+            let key = read_public_key(&public_key_file(path)).map_err(coded)?;
             entries.push(LicenseKey {
                 key_id: key_id(&key),
                 public_key: hex::encode(key.as_bytes()),

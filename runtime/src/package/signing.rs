@@ -87,12 +87,7 @@ impl TrustedKeys {
     pub fn load(paths: &[PathBuf]) -> Result<TrustedKeys> {
         let mut trusted = TrustedKeys::default();
         for path in paths {
-            let file = if path.is_dir() {
-                path.join(PUBLIC_KEY_FILE)
-            } else {
-                path.clone()
-            };
-            trusted.add(read_public_key(&file)?);
+            trusted.add(read_public_key(&public_key_file(path))?);
         }
         Ok(trusted)
     }
@@ -125,6 +120,15 @@ fn read_hex32(path: &Path) -> Result<[u8; 32]> {
             file: file_name(path),
             reason: "expected 64 hex characters".into(),
         })
+}
+
+/// The key file a user named: `DIR/public.key` for a key directory, else the path.
+pub fn public_key_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(PUBLIC_KEY_FILE)
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// Reads a public key file.
