@@ -19,8 +19,7 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::tract_linalg;
 
 thread_local! {
@@ -58,44 +57,19 @@ impl Depthwise {
     /// The op for `conv` on a concrete f32 NCHW input, if it is a float depthwise
     /// convolution with an OIHW kernel; `None` leaves the node to tract.
     pub fn for_conv(conv: &Conv, input: &TypedFact) -> Option<Depthwise> {
-        let spec = &conv.pool_spec;
-        let c = spec.input_channels;
-        if conv.q_params.is_some()
-            || input.datum_type != f32::datum_type()
-            || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            || conv.kernel_fmt != KernelFormat::OIHW
-            || spec.rank() != 2
-            || conv.group != c
-            || spec.output_channels != c
-            || c == 0
-        {
+        let g = super::ConvGeometry::of(conv, input)?;
+        if conv.group != g.channels || conv.pool_spec.output_channels != g.channels {
             return None;
         }
-        let shape = input.shape.as_concrete()?;
-        // tract's declutter drops a batch of 1 (CHW).
-        let (batch, channels, h, w) = match *shape {
-            [n, c, h, w] if spec.data_format == DataFormat::NCHW => (n, c, h, w),
-            [c, h, w] if spec.data_format == DataFormat::CHW => (1, c, h, w),
-            _ => return None,
-        };
-        if channels != c {
-            return None;
-        }
-        let padding = spec.computed_padding(&[h, w]);
-        let output_hw = [padding[0].convoluted, padding[1].convoluted];
-        if output_hw.contains(&0) {
-            return None;
-        }
-        let (strides, dilations) = (spec.strides(), spec.dilations());
         Some(Depthwise {
-            batch: (spec.data_format == DataFormat::NCHW).then_some(batch),
-            channels,
-            input_hw: [h, w],
-            output_hw,
-            kernel_hw: [spec.kernel_shape[0], spec.kernel_shape[1]],
-            strides: [strides[0], strides[1]],
-            dilations: [dilations[0], dilations[1]],
-            pad_before: [padding[0].pad_before, padding[1].pad_before],
+            batch: g.batch,
+            channels: g.channels,
+            input_hw: g.input_hw,
+            output_hw: g.output_hw,
+            kernel_hw: g.kernel_hw,
+            strides: g.strides,
+            dilations: g.dilations,
+            pad_before: g.pad_before,
         })
     }
 
@@ -276,7 +250,8 @@ impl TypedOp for Depthwise {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
 
     /// tract's Conv for a square depthwise convolution (OIHW kernel, float).
     pub(crate) fn depthwise_conv(
