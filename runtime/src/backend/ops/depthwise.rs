@@ -20,6 +20,8 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
+
+use super::ConvGeometry;
 use tract_onnx::tract_core::tract_linalg;
 
 thread_local! {
@@ -32,45 +34,28 @@ thread_local! {
 /// Output rows at least this long run one by one; shorter ones as one flattened run.
 const LONG_ROW: usize = 32;
 
-/// A depthwise convolution with fixed geometry; inputs are (image, kernel, bias).
+/// A depthwise convolution with fixed geometry (channels = groups = output
+/// channels); inputs are (image, kernel, bias).
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
-pub struct Depthwise {
-    /// Batch size; `None` for a CHW tensor (no batch axis).
-    pub batch: Option<usize>,
-    /// Channels (= groups = input = output channels).
-    pub channels: usize,
-    /// Input height and width.
-    pub input_hw: [usize; 2],
-    /// Output height and width.
-    pub output_hw: [usize; 2],
-    /// Kernel height and width.
-    pub kernel_hw: [usize; 2],
-    /// Strides along H and W.
-    pub strides: [usize; 2],
-    /// Dilations along H and W.
-    pub dilations: [usize; 2],
-    /// Zero padding before the first row and column.
-    pub pad_before: [usize; 2],
+pub struct Depthwise(pub ConvGeometry);
+
+impl std::ops::Deref for Depthwise {
+    type Target = ConvGeometry;
+
+    fn deref(&self) -> &ConvGeometry {
+        &self.0
+    }
 }
 
 impl Depthwise {
     /// The op for `conv` on a concrete f32 NCHW input, if it is a float depthwise
     /// convolution with an OIHW kernel; `None` leaves the node to tract.
     pub fn for_conv(conv: &Conv, input: &TypedFact) -> Option<Depthwise> {
-        let g = super::ConvGeometry::of(conv, input)?;
+        let g = ConvGeometry::of(conv, input)?;
         if conv.group != g.channels || conv.pool_spec.output_channels != g.channels {
             return None;
         }
-        Some(Depthwise {
-            batch: g.batch,
-            channels: g.channels,
-            input_hw: g.input_hw,
-            output_hw: g.output_hw,
-            kernel_hw: g.kernel_hw,
-            strides: g.strides,
-            dilations: g.dilations,
-            pad_before: g.pad_before,
-        })
+        Some(Depthwise(g))
     }
 
     /// Whether this op runs this geometry faster than tract's `DepthWiseConv`.
@@ -433,15 +418,17 @@ pub(crate) mod tests {
 
     #[test]
     fn replaces_only_where_measured_faster() {
-        let op = |hw: usize, stride: usize| Depthwise {
-            batch: None,
-            channels: 8,
-            input_hw: [hw, hw],
-            output_hw: [hw / stride, hw / stride],
-            kernel_hw: [3, 3],
-            strides: [stride, stride],
-            dilations: [1, 1],
-            pad_before: [1, 1],
+        let op = |hw: usize, stride: usize| {
+            Depthwise(ConvGeometry {
+                batch: None,
+                channels: 8,
+                input_hw: [hw, hw],
+                output_hw: [hw / stride, hw / stride],
+                kernel_hw: [3, 3],
+                strides: [stride, stride],
+                dilations: [1, 1],
+                pad_before: [1, 1],
+            })
         };
         assert!(op(14, 1).beats_tract());
         assert!(op(7, 1).beats_tract());
