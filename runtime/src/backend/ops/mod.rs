@@ -4,13 +4,15 @@
 //! exactly (same inputs, outputs and semantics) and is tested against a naive
 //! implementation.
 
+pub mod activation;
 pub mod axis_softmax;
 pub mod depthwise;
+pub mod epilogue;
 pub mod gemm_conv;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::TypedModelPatch;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::cnn::KernelFormat;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -84,6 +86,7 @@ impl ConvGeometry {
 /// Depthwise convolutions are replaced where Outpost's op is measured faster
 /// ([`depthwise::Depthwise::beats_tract`]).
 pub fn rewrite_decluttered(model: &mut TypedModel) -> TractResult<usize> {
+    remove_noop_casts(model)?;
     let mut replaced = replace_depthwise(model, depthwise::Depthwise::beats_tract)?;
     if gemm_conv::enabled() {
         replaced += replace_gemm(model, |_| true)?;
@@ -91,9 +94,34 @@ pub fn rewrite_decluttered(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
+/// Removes casts to the type their input already has. A model read back from
+/// NNEF has one around most element-wise ops and constants (tract's declutter
+/// would remove them, but a second declutter costs up to 40% of the load);
+/// without them, constants are visible as such to the epilogue search.
+fn remove_noop_casts(model: &mut TypedModel) -> TractResult<()> {
+    let mut removed = 0;
+    for id in 0..model.nodes.len() {
+        let node = model.node(id);
+        let Some(cast) = node.op_as::<Cast>() else {
+            continue;
+        };
+        if node.inputs.len() != 1 || model.outlet_fact(node.inputs[0])?.datum_type != cast.to {
+            continue;
+        }
+        if let Some(patch) = TypedModelPatch::shunt_one_op(model, node)? {
+            patch.apply(model)?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        model.compact()?;
+    }
+    Ok(())
+}
+
 /// Replaces every group-1 convolution and 1×1 channel mix (`EinSum`) that
-/// [`gemm_conv::GemmConv`] can run and `keep` accepts, absorbing the bias `Add`
-/// that follows a channel mix.
+/// [`gemm_conv::GemmConv`] can run and `keep` accepts, with the constant
+/// scales, shifts and activations that follow it ([`epilogue::Epilogue`]).
 pub fn replace_gemm(
     model: &mut TypedModel,
     keep: impl Fn(&gemm_conv::GemmConv) -> bool,
@@ -102,38 +130,34 @@ pub fn replace_gemm(
     let mut replaced = 0;
     for id in 0..model.nodes.len() {
         let node = model.node(id);
-        if let Some(conv) = node.op_as::<Conv>() {
+        // The op and its inputs in its order: (image, weight[, bias]).
+        let (op, inputs) = if let Some(conv) = node.op_as::<Conv>() {
             let op = GemmConv::for_conv(conv, model.outlet_fact(node.inputs[0])?);
-            if let Some(op) = op.filter(|op| keep(op)) {
-                model.node_mut(id).op = Box::new(op);
-                replaced += 1;
-            }
-            continue;
-        }
-        let (Some(einsum), [a, b]) = (node.op_as::<EinSum>(), &*node.inputs) else {
+            let Some(op) = op.filter(|op| keep(op)) else {
+                continue;
+            };
+            (op, node.inputs.to_vec())
+        } else if let (Some(einsum), [a, b]) = (node.op_as::<EinSum>(), &*node.inputs) {
+            let facts = [model.outlet_fact(*a)?, model.outlet_fact(*b)?];
+            let out = model.outlet_fact(OutletId::new(id, 0))?;
+            let Some((op, weight_slot)) =
+                GemmConv::for_einsum(einsum, facts, out).filter(|(op, _)| keep(op))
+            else {
+                tracing::debug!(node = %node.name, axes = %einsum.axes, ?facts, "product left to tract");
+                continue;
+            };
+            (
+                op,
+                vec![node.inputs[1 - weight_slot], node.inputs[weight_slot]],
+            )
+        } else {
             continue;
         };
-        let facts = [model.outlet_fact(*a)?, model.outlet_fact(*b)?];
-        let found = GemmConv::for_einsum(einsum, facts, model.outlet_fact(OutletId::new(id, 0))?);
-        let Some((op, weight_slot)) = found.filter(|(op, _)| keep(op)) else {
-            tracing::debug!(node = %node.name, axes = %einsum.axes, ?facts, "product left to tract");
-            continue;
-        };
+        let channels = op.channels();
+        replace_with_epilogue(model, id, &inputs, channels, false, |pointwise| {
+            Box::new(GemmConv { pointwise, ..op })
+        })?;
         replaced += 1;
-        // The op takes (input, weight[, bias]); the bias of a following Add joins it.
-        let mut patch = TypedModelPatch::default();
-        let mut taps = patch.taps(
-            model,
-            &[node.inputs[1 - weight_slot], node.inputs[weight_slot]],
-        )?;
-        let mut last = id;
-        if let Some((add, bias)) = bias_add_after(model, id, &op)? {
-            taps.push(patch.add_const(format!("{}.outpost_bias", node.name), bias)?);
-            last = add;
-        }
-        let wire = patch.wire_node(format!("{}.outpost_gemm", node.name), op, &taps)?;
-        patch.shunt_outside(model, last.into(), wire[0])?;
-        patch.apply(model)?;
     }
     if replaced > 0 {
         model.compact()?;
@@ -141,59 +165,9 @@ pub fn replace_gemm(
     Ok(replaced)
 }
 
-/// The bias of an `Add` that is the only consumer of node `id` (the product
-/// `op` runs) and adds a constant per output channel or a scalar: the node id
-/// of the `Add` and the bias, flattened to one value per channel (or one).
-fn bias_add_after(
-    model: &TypedModel,
-    id: usize,
-    op: &gemm_conv::GemmConv,
-) -> TractResult<Option<(usize, Tensor)>> {
-    let [succ] = &*model.node(id).outputs[0].successors else {
-        return Ok(None);
-    };
-    let add = model.node(succ.node);
-    let Some(bin) = add.op_as::<TypedBinOp>() else {
-        return Ok(None);
-    };
-    if bin.0.name() != "Add" || add.inputs.len() != 2 {
-        return Ok(None);
-    }
-    let other = model.outlet_fact(add.inputs[1 - succ.slot])?;
-    let Some(konst) = &other.konst else {
-        return Ok(None);
-    };
-    let out_rank = op.output_shape.len();
-    if konst.datum_type() != f32::datum_type()
-        || konst.rank() > out_rank
-        || model
-            .outlet_fact(OutletId::new(add.id, 0))?
-            .shape
-            .as_concrete()
-            != Some(&*op.output_shape)
-    {
-        return Ok(None);
-    }
-    // The bias's shape as the Add broadcasts it against the product's output.
-    let padded: Vec<usize> = std::iter::repeat_n(1, out_rank - konst.rank())
-        .chain(konst.shape().iter().copied())
-        .collect();
-    let per_channel = padded
-        .iter()
-        .enumerate()
-        .all(|(axis, d)| *d == 1 || (axis == op.channel_axis && *d == op.m));
-    if !per_channel {
-        return Ok(None);
-    }
-    let values: Vec<f32> = konst
-        .to_plain_array_view::<f32>()?
-        .iter()
-        .copied()
-        .collect();
-    Ok(Some((add.id, tensor1(&values))))
-}
-
-/// Replaces every depthwise convolution `keep` accepts by [`depthwise::Depthwise`].
+/// Replaces every depthwise convolution by [`depthwise::Depthwise`] where `keep`
+/// accepts it, or where an epilogue follows it to fuse (tract would run that as
+/// a separate pass).
 pub fn replace_depthwise(
     model: &mut TypedModel,
     keep: impl Fn(&depthwise::Depthwise) -> bool,
@@ -204,12 +178,70 @@ pub fn replace_depthwise(
             continue;
         };
         let input = model.outlet_fact(model.node(id).inputs[0])?;
-        if let Some(op) = depthwise::Depthwise::for_conv(conv, input).filter(|op| keep(op)) {
-            model.node_mut(id).op = Box::new(op);
-            replaced += 1;
-        }
+        let Some(op) = depthwise::Depthwise::for_conv(conv, input) else {
+            continue;
+        };
+        let inputs = model.node(id).inputs.to_vec();
+        let channels = op.channels();
+        let fused = replace_with_epilogue(model, id, &inputs, channels, !keep(&op), |pointwise| {
+            Box::new(depthwise::Depthwise { pointwise, ..op })
+        })?;
+        replaced += usize::from(fused);
+    }
+    if replaced > 0 {
+        model.compact()?;
     }
     Ok(replaced)
+}
+
+/// Wires `make(pointwise)` in place of node `id` and of the epilogue after it
+/// ([`epilogue::Epilogue::after`]), its scales and shifts folded into the
+/// weight and bias; `inputs` are (image, weight[, bias]). With
+/// `only_with_epilogue`, nothing changes unless there is an epilogue; returns
+/// whether the node was replaced.
+fn replace_with_epilogue(
+    model: &mut TypedModel,
+    id: usize,
+    inputs: &[OutletId],
+    channels: epilogue::Channels,
+    only_with_epilogue: bool,
+    make: impl FnOnce(activation::Pointwise) -> Box<dyn TypedOp>,
+) -> TractResult<bool> {
+    let name = model.node(id).name.clone();
+    let weight = model.outlet_fact(inputs[1])?.konst.clone();
+    // `Some(None)`: no bias; `None`: a computed one, which scales cannot fold into.
+    let bias = match inputs.get(2) {
+        Some(b) => model.outlet_fact(*b)?.konst.clone().map(Some),
+        None => Some(None),
+    };
+    let foldable = weight.is_some() && bias.is_some();
+    let epilogue = epilogue::Epilogue::after(model, id, &channels, foldable)?;
+    if only_with_epilogue && epilogue.last == id {
+        return Ok(false);
+    }
+    let mut patch = TypedModelPatch::default();
+    let mut taps = patch.taps(model, inputs)?;
+    if let Some(w) = &weight {
+        if let Some(folded) = epilogue.fold_weight(&channels, w)? {
+            taps[1] = patch.add_const(format!("{name}.outpost_weight"), folded)?;
+        }
+    }
+    if let Some(bias) = &bias {
+        if let Some(folded) = epilogue.fold_bias(&channels, bias.as_deref())? {
+            let folded = patch.add_const(format!("{name}.outpost_bias"), folded)?;
+            match taps.get_mut(2) {
+                Some(tap) => *tap = folded,
+                None => taps.push(folded),
+            }
+        }
+    }
+    let mut wire = patch.wire_node(format!("{name}.outpost"), make(epilogue.pointwise), &taps)?;
+    for (i, op) in epilogue.reshapes.into_iter().enumerate() {
+        wire = patch.wire_node(format!("{name}.outpost.reshape{i}"), op, &wire)?;
+    }
+    patch.shunt_outside(model, epilogue.last.into(), wire[0])?;
+    patch.apply(model)?;
+    Ok(true)
 }
 
 /// Replaces slow tract ops in an optimised model; returns how many were replaced.
