@@ -333,6 +333,40 @@ fn same_fact(model: &TypedModel, a: OutletId, b: OutletId) -> TractResult<bool> 
     Ok(a.datum_type == b.datum_type && a.shape == b.shape)
 }
 
+/// The channels after a shape-only op from `from` to `to` that keeps them
+/// whole on one axis (the same count of values before it), or `None`.
+fn channels_after_reshape(
+    model: &TypedModel,
+    from: OutletId,
+    to: OutletId,
+    c: Channels,
+) -> TractResult<Option<Channels>> {
+    let (Some(a), Some(b)) = (
+        model
+            .outlet_fact(from)?
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec()),
+        model
+            .outlet_fact(to)?
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec()),
+    ) else {
+        return Ok(None);
+    };
+    if c.axis >= a.len() || a[c.axis] != c.m {
+        return Ok(None);
+    }
+    let before: usize = a[..c.axis].iter().product();
+    let axis = (0..b.len()).find(|&j| b[j] == c.m && b[..j].iter().product::<usize>() == before);
+    Ok(axis.map(|axis| Channels {
+        axis,
+        rank: b.len(),
+        ..c
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::depthwise::tests::depthwise_conv;
@@ -503,38 +537,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The channels after a shape-only op from `from` to `to` that keeps them
-/// whole on one axis (the same count of values before it), or `None`.
-fn channels_after_reshape(
-    model: &TypedModel,
-    from: OutletId,
-    to: OutletId,
-    c: Channels,
-) -> TractResult<Option<Channels>> {
-    let (Some(a), Some(b)) = (
-        model
-            .outlet_fact(from)?
-            .shape
-            .as_concrete()
-            .map(|s| s.to_vec()),
-        model
-            .outlet_fact(to)?
-            .shape
-            .as_concrete()
-            .map(|s| s.to_vec()),
-    ) else {
-        return Ok(None);
-    };
-    if c.axis >= a.len() || a[c.axis] != c.m {
-        return Ok(None);
-    }
-    let before: usize = a[..c.axis].iter().product();
-    let axis = (0..b.len()).find(|&j| b[j] == c.m && b[..j].iter().product::<usize>() == before);
-    Ok(axis.map(|axis| Channels {
-        axis,
-        rank: b.len(),
-        ..c
-    }))
 }
