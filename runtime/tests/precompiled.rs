@@ -143,3 +143,96 @@ fn precompiling_the_same_model_twice_gives_the_same_bytes() {
     let err = precompile(b"not a model", "x", &[1, 3, 48, 192]).unwrap_err();
     assert_eq!(err.code(), 3011);
 }
+
+/// `nnef` with its entries passed through `edit` (`None` drops one), then `append`.
+fn edit_archive(
+    nnef: &[u8],
+    mut edit: impl FnMut(&str, Vec<u8>) -> Option<Vec<u8>>,
+    append: &[(&str, &[u8])],
+) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = tar::Builder::new(Vec::new());
+    for entry in tar::Archive::new(nnef).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        if let Some(data) = edit(&path, data) {
+            let mut header = entry.header().clone();
+            header.set_size(data.len() as u64);
+            out.append_data(&mut header, &path, data.as_slice())
+                .unwrap();
+        }
+    }
+    for (path, data) in append {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        out.append_data(&mut header, path, *data).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+/// The graph the trainer ships already parsed gives the model tract's own parser
+/// gives (an archive from an older trainer has only the text), bit for bit.
+#[test]
+fn parsed_graph_and_tract_text_parser_give_the_same_model() {
+    use outpost_runtime::backend::precompiled::{self, GRAPH_BINARY};
+    let onnx = cls_onnx();
+    let shape = [1, 3, 48, 192];
+    let nnef = precompile(&onnx, "x", &shape).unwrap();
+    let mut has_binary = false;
+    let text_only = edit_archive(
+        &nnef,
+        |path, data| {
+            has_binary |= path == GRAPH_BINARY;
+            (path != GRAPH_BINARY).then_some(data)
+        },
+        &[],
+    );
+    assert!(has_binary);
+    let (a, b) = (
+        precompiled::read(&nnef).unwrap(),
+        precompiled::read(&text_only).unwrap(),
+    );
+    assert_eq!(a.nodes.len(), b.nodes.len());
+    for (x, y) in a.nodes.iter().zip(&b.nodes) {
+        assert_eq!((&x.name, x.op.name()), (&y.name, y.op.name()));
+        assert_eq!(x.outputs[0].fact, y.outputs[0].fact, "{}", x.name);
+    }
+    let input: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let run = |bytes: &[u8]| {
+        let backend = CpuBackend::load_precompiled(bytes, "x", &shape, 1).unwrap();
+        backend.run(&shape, input.clone()).unwrap()[0].data.clone()
+    };
+    assert_eq!(run(&nnef), run(&text_only));
+
+    // With an entry it does not know, tract's reader reads the archive.
+    let extra = edit_archive(&nnef, |_, data| Some(data), &[("NOTES.txt", b"hello")]);
+    assert_eq!(run(&extra), run(&text_only));
+}
+
+/// A damaged parsed graph is a load error (3011), not a panic or another model.
+#[test]
+fn damaged_parsed_graph_is_a_load_error() {
+    use outpost_runtime::backend::precompiled::GRAPH_BINARY;
+    let onnx = cls_onnx();
+    let shape = [1, 3, 48, 192];
+    let nnef = precompile(&onnx, "x", &shape).unwrap();
+    for cut in [0usize, 5, 100, 1000] {
+        let damaged = edit_archive(
+            &nnef,
+            |path, mut data| {
+                if path == GRAPH_BINARY {
+                    data.truncate(cut);
+                }
+                Some(data)
+            },
+            &[],
+        );
+        let err = CpuBackend::load_precompiled(&damaged, "x", &shape, 1).unwrap_err();
+        assert_eq!(err.code(), 3011, "{err}");
+    }
+}

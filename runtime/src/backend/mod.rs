@@ -5,6 +5,7 @@
 //! not compiled in keeps its name and answers "not available on this build".
 
 pub mod cpu;
+pub mod nnef_binary;
 pub mod ops;
 pub mod precompiled;
 pub mod profile;

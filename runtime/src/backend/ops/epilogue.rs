@@ -370,18 +370,13 @@ fn channels_after_reshape(
 #[cfg(test)]
 mod tests {
     use super::super::depthwise::tests::depthwise_conv;
+    use super::super::gemm_conv::tests::{nchw_conv, values};
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
     use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::ops::{math, nn};
     use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7 + seed * 131) as f32 * 0.37).sin())
-            .collect()
-    }
 
     /// Wires `tail` (tract ops, as ONNX exporters leave them) after `x`.
     fn wire_tail(model: &mut TypedModel, x: OutletId, tail: &str, channels: usize) -> OutletId {
@@ -503,20 +498,9 @@ mod tests {
     }
 
     fn conv(c: usize, o: usize, kernel: usize, stride: usize) -> Conv {
-        Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(kernel, kernel),
-                padding: PaddingSpec::SameUpper,
-                dilations: None,
-                strides: Some(tvec!(stride, stride)),
-                input_channels: c,
-                output_channels: o,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        }
+        let mut conv = nchw_conv(c, o, kernel, PaddingSpec::SameUpper, 1);
+        conv.pool_spec.strides = Some(tvec!(stride, stride));
+        conv
     }
 
     #[test]

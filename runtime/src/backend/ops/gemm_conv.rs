@@ -323,12 +323,7 @@ impl GemmConv {
             Executor::MultiThread(pool) if m * n * k >= PARALLEL_MACS => Some(pool),
             _ => None,
         };
-        // Work is split by output rows (im2col) or points (direct), one part per
-        // thread; each part runs its products single-threaded.
-        let units = match &self.im2col {
-            Some(g) => g.output_hw[0],
-            None => n,
-        };
+        let split = Split::choose(self, pool.as_ref().map_or(1, |p| p.current_num_threads()));
         for (img, out) in output.chunks_exact_mut(m * n).enumerate() {
             let input = &image[img * per_image_in..(img + 1) * per_image_in];
             match bias {
@@ -343,45 +338,70 @@ impl GemmConv {
             let out = SharedOutput(out.as_mut_ptr());
             let accumulate = !bias.is_empty();
             // SAFETY (both calls): the sizes are checked above, and the parts write
-            // disjoint columns of `out`.
-            match &pool {
-                Some(pool) if units > 1 => {
-                    let parts = pool.current_num_threads().min(units);
-                    let mut results: Vec<TractResult<()>> = (0..parts).map(|_| Ok(())).collect();
+            // disjoint blocks of `out`.
+            match (&pool, split) {
+                (Some(pool), Some(split)) => {
+                    let mut results: Vec<TractResult<()>> =
+                        (0..split.parts).map(|_| Ok(())).collect();
                     pool.scope(|scope| {
                         for (p, result) in results.iter_mut().enumerate() {
-                            let range = units * p / parts..units * (p + 1) / parts;
+                            let (channels, units) = split.part(self, p);
                             scope.spawn(move |_| {
                                 *result = unsafe {
-                                    self.part(input, weight, accumulate, out.get(), range)
+                                    self.part(input, weight, accumulate, out.get(), channels, units)
                                 }
                             });
                         }
                     });
                     results.into_iter().collect::<TractResult<()>>()?;
                 }
-                _ => unsafe { self.part(input, weight, accumulate, out.get(), 0..units)? },
+                _ => unsafe {
+                    self.part(input, weight, accumulate, out.get(), 0..m, 0..self.units())?
+                },
             }
         }
         Ok(())
     }
 
-    /// Computes the output points of one image that `units` covers: output rows
-    /// with im2col, points without.
+    /// What a part of the work walks besides output channels: output rows with
+    /// im2col, output points without.
+    fn units(&self) -> usize {
+        match &self.im2col {
+            Some(g) => g.output_hw[0],
+            None => self.n,
+        }
+    }
+
+    /// Computes the output channels `channels` of one image at the points that
+    /// `units` covers: output rows with im2col, points without.
     ///
     /// # Safety
     /// `input` holds one image and `weight` M·K values; `out` points to the
     /// image's `M × N` output, of which this call writes (or, with `accumulate`,
-    /// adds to) only the columns of `units`.
+    /// adds to) only the block of `channels` × `units`.
     unsafe fn part(
         &self,
         input: &[f32],
         weight: &[f32],
         accumulate: bool,
         out: *mut f32,
+        channels: std::ops::Range<usize>,
         units: std::ops::Range<usize>,
     ) -> TractResult<()> {
-        let (m, k, n) = (self.m, self.k, self.n);
+        let (k, n) = (self.k, self.n);
+        let m = channels.len();
+        let (lhs_cs, lhs_rs) = match self.weight {
+            WeightLayout::OutputMajor => (1, k as isize),
+            WeightLayout::InputMajor => (self.m as isize, 1),
+        };
+        // From here on, `weight` and `out` start at the part's first channel.
+        // SAFETY: the caller's contract: `channels` is within M.
+        let (weight, out) = unsafe {
+            (
+                weight.as_ptr().offset(channels.start as isize * lhs_rs),
+                out.add(channels.start * n),
+            )
+        };
         let activation = self.pointwise.kernels()?;
         // Applies the activation to the columns `first..first + columns` the
         // product has just written, while they are in cache.
@@ -397,10 +417,6 @@ impl GemmConv {
             }
             Ok(())
         };
-        let (lhs_cs, lhs_rs) = match self.weight {
-            WeightLayout::OutputMajor => (1, k as isize),
-            WeightLayout::InputMajor => (m as isize, 1),
-        };
         // `out[.., first..first + columns] (+)= weight · rhs`, rhs K rows `rhs_rs` apart.
         let product = |rhs: *const f32, rhs_rs: usize, columns: usize, first: usize| {
             // SAFETY: the caller's contract; `rhs` holds K rows of `columns`.
@@ -413,7 +429,7 @@ impl GemmConv {
                     1,
                     n as isize,
                     accumulate,
-                    weight.as_ptr(),
+                    weight,
                     lhs_cs,
                     lhs_rs,
                     rhs,
@@ -435,7 +451,7 @@ impl GemmConv {
             }
             // With an activation, the points go in blocks whose output stays in cache.
             None => {
-                let points = (COLS_BLOCK / m).max(256);
+                let points = (COLS_BLOCK / m.max(1)).max(256);
                 for first in units.clone().step_by(points) {
                     let columns = points.min(units.end - first);
                     product(input[first..].as_ptr(), n, columns, first);
@@ -461,11 +477,58 @@ impl GemmConv {
     }
 }
 
-/// The output of one image, shared by the threads that write its columns.
+/// How the products of one image are shared between threads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Split {
+    parts: usize,
+    /// Each part computes some output channels at every point, rather than every
+    /// channel at some points (or output rows).
+    by_channels: bool,
+}
+
+impl Split {
+    /// Channel blocks start at multiples of this, the rows of `gemm`'s AVX2
+    /// microkernel (and a whole number of NEON's and AVX-512's vectors).
+    const CHANNEL_ALIGN: usize = 16;
+
+    /// The split for `threads` threads, or `None` to run on the calling thread.
+    ///
+    /// Splitting the points gives each thread the whole weight matrix and a narrow
+    /// product; where there are more channels than points (the deep layers of a
+    /// mobile network: 1152 channels at 7×7) that halves the product's speed, and
+    /// splitting the channels instead gives each thread half the weights and the
+    /// full width. im2col convolutions always split output rows, so that each
+    /// thread builds only its own part of the matrix.
+    fn choose(conv: &GemmConv, threads: usize) -> Option<Split> {
+        let by_channels = conv.im2col.is_none() && conv.m > conv.n;
+        let parts = if by_channels {
+            conv.m.div_ceil(Self::CHANNEL_ALIGN)
+        } else {
+            conv.units()
+        }
+        .min(threads);
+        (parts > 1).then_some(Split { parts, by_channels })
+    }
+
+    /// Part `p`'s output channels and units (see [`GemmConv::part`]).
+    fn part(&self, conv: &GemmConv, p: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let share = |total: usize| total * p / self.parts..total * (p + 1) / self.parts;
+        if self.by_channels {
+            let blocks = share(conv.m.div_ceil(Self::CHANNEL_ALIGN));
+            let channels = (blocks.start * Self::CHANNEL_ALIGN).min(conv.m)
+                ..(blocks.end * Self::CHANNEL_ALIGN).min(conv.m);
+            (channels, 0..conv.units())
+        } else {
+            (0..conv.m, share(conv.units()))
+        }
+    }
+}
+
+/// The output of one image, shared by the threads that write its blocks.
 #[derive(Clone, Copy)]
 struct SharedOutput(*mut f32);
 
-// SAFETY: each thread writes its own columns (`GemmConv::part`).
+// SAFETY: each thread writes its own block (`GemmConv::part`).
 unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
 
@@ -542,13 +605,20 @@ impl TypedOp for GemmConv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     /// tract's float NCHW convolution with a square OIHW kernel and no dilation.
-    fn nchw_conv(c: usize, o: usize, kernel: usize, padding: PaddingSpec, group: usize) -> Conv {
+    /// A square NCHW/OIHW convolution with stride 1 and no dilation.
+    pub(crate) fn nchw_conv(
+        c: usize,
+        o: usize,
+        kernel: usize,
+        padding: PaddingSpec,
+        group: usize,
+    ) -> Conv {
         Conv {
             pool_spec: PoolSpec {
                 data_format: DataFormat::NCHW,
@@ -566,7 +636,7 @@ mod tests {
     }
 
     /// Deterministic values in [-1, 1].
-    fn values(n: usize, seed: usize) -> Vec<f32> {
+    pub(crate) fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
             .map(|i| ((i * 7 + seed * 131) as f32 * 0.37).sin())
             .collect()
@@ -865,32 +935,84 @@ mod tests {
 
     #[test]
     fn threads_split_the_work_without_changing_the_result() {
+        use super::super::activation::Activation;
         use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
         let conv = |c, o, kernel| nchw_conv(c, o, kernel, PaddingSpec::SameUpper, 1);
         // An im2col convolution in several blocks per thread, a direct 1×1 one,
-        // and one with fewer output rows than threads.
-        for (c, o, hw, kernel) in [(96, 16, 45, 3), (64, 48, 37, 1), (1024, 64, 2, 3)] {
+        // one with fewer output rows than threads, and direct ones with more
+        // channels than points (split by channels: a whole number of blocks, and
+        // a last block shorter than the others).
+        for (c, o, hw, kernel) in [
+            (96, 16, 45, 3),
+            (64, 48, 37, 1),
+            (1024, 64, 2, 3),
+            (512, 200, 7, 1),
+            (1100, 40, 5, 1),
+        ] {
             let fact = f32::fact([2, c, hw, hw]);
             let op = GemmConv::for_conv(&conv(c, o, kernel), &fact).unwrap();
             assert_eq!(op.im2col.is_none(), kernel == 1);
             let x = values(2 * c * hw * hw, 5);
             let w = values(o * c * kernel * kernel, 6);
             let b = values(o, 7);
-            let mut single = vec![0f32; 2 * o * hw * hw];
-            op.compute(&x, &w, &b, &mut single).unwrap();
-            for threads in [2, 3] {
-                let mut multi = vec![0f32; single.len()];
-                multithread_tract_scope(Executor::multithread(threads), || {
-                    op.compute(&x, &w, &b, &mut multi)
-                })
-                .unwrap();
-                for (s, m) in single.iter().zip(&multi) {
-                    assert!(
-                        (s - m).abs() <= 1e-5 * (1.0 + s.abs()),
-                        "{c}→{o} at {hw}×{hw}, {threads} threads: {s} vs {m}"
-                    );
+            let mut variants = vec![(op.clone(), w.clone())];
+            // With an activation, applied by each part to its own block.
+            let mut relu6 = op.clone();
+            relu6.pointwise = Pointwise(vec![Activation::clamp(0.0, 6.0)]);
+            variants.push((relu6, w.clone()));
+            if kernel == 1 {
+                // The same weights stored input-major (`[C, O]`).
+                let mut transposed = vec![0f32; w.len()];
+                for (i, v) in w.iter().enumerate() {
+                    transposed[(i % c) * o + i / c] = *v;
+                }
+                let mut input_major = op.clone();
+                input_major.weight = WeightLayout::InputMajor;
+                variants.push((input_major, transposed));
+            }
+            for (op, w) in &variants {
+                let mut single = vec![0f32; 2 * o * hw * hw];
+                op.compute(&x, w, &b, &mut single).unwrap();
+                for threads in [2, 3] {
+                    let split = Split::choose(op, threads).unwrap();
+                    assert_eq!(split.by_channels, kernel == 1 && o > hw * hw);
+                    let mut multi = vec![0f32; single.len()];
+                    multithread_tract_scope(Executor::multithread(threads), || {
+                        op.compute(&x, w, &b, &mut multi)
+                    })
+                    .unwrap();
+                    for (s, m) in single.iter().zip(&multi) {
+                        assert!(
+                            (s - m).abs() <= 1e-5 * (1.0 + s.abs()),
+                            "{c}→{o} at {hw}×{hw}, {threads} threads ({op:?}): {s} vs {m}"
+                        );
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn channel_splits_cover_every_channel_once_in_aligned_blocks() {
+        let fact = f32::fact([1, 64, 3, 3]);
+        for o in [17, 40, 48, 200] {
+            let op =
+                GemmConv::for_conv(&nchw_conv(64, o, 1, PaddingSpec::Valid, 1), &fact).unwrap();
+            for threads in [2, 3, 4, 16] {
+                let split = Split::choose(&op, threads).unwrap();
+                assert!(split.by_channels);
+                assert_eq!(split.parts, threads.min(o.div_ceil(16)));
+                let mut next = 0;
+                for p in 0..split.parts {
+                    let (channels, units) = split.part(&op, p);
+                    assert_eq!(units, 0..9);
+                    assert_eq!(channels.start, next);
+                    assert!(channels.start % 16 == 0 && !channels.is_empty());
+                    next = channels.end;
+                }
+                assert_eq!(next, o);
+            }
+            assert_eq!(Split::choose(&op, 1), None);
         }
     }
 
