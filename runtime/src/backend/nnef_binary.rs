@@ -291,190 +291,66 @@ impl Codec for TypeName {
     }
 }
 
-impl Codec for TypeSpec {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            TypeSpec::Single(t) => {
-                out.push(0);
-                t.encode(out)
+/// Enums of tuple variants: a tag byte, then the variant's fields in order.
+/// (Recursion goes through `Vec` and `Box`, which count the nesting depth.)
+macro_rules! enum_codec {
+    ($ty:ident, $what:literal { $($tag:literal => $variant:ident($($field:ident),+)),+ $(,)? }) => {
+        impl Codec for $ty {
+            fn encode(&self, out: &mut Vec<u8>) {
+                match self {
+                    $($ty::$variant($($field),+) => {
+                        out.push($tag);
+                        $($field.encode(out);)+
+                    })+
+                }
             }
-            TypeSpec::Tensor(t) => {
-                out.push(1);
-                t.encode(out)
-            }
-            TypeSpec::Array(inner) => {
-                out.push(2);
-                inner.encode(out)
-            }
-            TypeSpec::Tuple(items) => {
-                out.push(3);
-                items.encode(out)
+            fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+                Ok(match r.byte()? {
+                    $($tag => $ty::$variant($({
+                        let _ = stringify!($field);
+                        Codec::decode(r)?
+                    }),+),)+
+                    _ => return Err(DecodeError::Malformed($what)),
+                })
             }
         }
-    }
-    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(match r.byte()? {
-            0 => TypeSpec::Single(Codec::decode(r)?),
-            1 => TypeSpec::Tensor(Codec::decode(r)?),
-            2 => TypeSpec::Array(Codec::decode(r)?),
-            3 => TypeSpec::Tuple(Codec::decode(r)?),
-            _ => return Err(DecodeError::Malformed("type spec tag")),
-        })
-    }
+    };
 }
 
-impl Codec for LValue {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            LValue::Identifier(id) => {
-                out.push(0);
-                id.encode(out)
-            }
-            LValue::Array(items) => {
-                out.push(1);
-                items.encode(out)
-            }
-            LValue::Tuple(items) => {
-                out.push(2);
-                items.encode(out)
-            }
-        }
-    }
-    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(match r.byte()? {
-            0 => LValue::Identifier(Codec::decode(r)?),
-            1 => LValue::Array(Codec::decode(r)?),
-            2 => LValue::Tuple(Codec::decode(r)?),
-            _ => return Err(DecodeError::Malformed("lvalue tag")),
-        })
-    }
-}
-
-impl Codec for Literal {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Literal::Numeric(s) => {
-                out.push(0);
-                s.encode(out)
-            }
-            Literal::String(s) => {
-                out.push(1);
-                s.encode(out)
-            }
-            Literal::Logical(b) => {
-                out.push(2);
-                b.encode(out)
-            }
-            Literal::Array(items) => {
-                out.push(3);
-                items.encode(out)
-            }
-            Literal::Tuple(items) => {
-                out.push(4);
-                items.encode(out)
-            }
-        }
-    }
-    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(match r.byte()? {
-            0 => Literal::Numeric(Codec::decode(r)?),
-            1 => Literal::String(Codec::decode(r)?),
-            2 => Literal::Logical(Codec::decode(r)?),
-            3 => Literal::Array(Codec::decode(r)?),
-            4 => Literal::Tuple(Codec::decode(r)?),
-            _ => return Err(DecodeError::Malformed("literal tag")),
-        })
-    }
-}
-
-impl Codec for Subscript {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Subscript::Single(v) => {
-                out.push(0);
-                v.encode(out)
-            }
-            Subscript::Range(from, to) => {
-                out.push(1);
-                from.encode(out);
-                to.encode(out)
-            }
-        }
-    }
-    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(match r.byte()? {
-            0 => Subscript::Single(Codec::decode(r)?),
-            1 => Subscript::Range(Codec::decode(r)?, Codec::decode(r)?),
-            _ => return Err(DecodeError::Malformed("subscript tag")),
-        })
-    }
-}
-
-impl Codec for RValue {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            RValue::Identifier(id) => {
-                out.push(0);
-                id.encode(out)
-            }
-            RValue::Literal(lit) => {
-                out.push(1);
-                lit.encode(out)
-            }
-            RValue::Binary(a, op, b) => {
-                out.push(2);
-                a.encode(out);
-                op.encode(out);
-                b.encode(out)
-            }
-            RValue::Unary(op, a) => {
-                out.push(3);
-                op.encode(out);
-                a.encode(out)
-            }
-            RValue::Tuple(items) => {
-                out.push(4);
-                items.encode(out)
-            }
-            RValue::Array(items) => {
-                out.push(5);
-                items.encode(out)
-            }
-            RValue::Subscript(a, s) => {
-                out.push(6);
-                a.encode(out);
-                s.encode(out)
-            }
-            RValue::Comprehension(c) => {
-                out.push(7);
-                c.encode(out)
-            }
-            RValue::IfThenElse(c) => {
-                out.push(8);
-                c.encode(out)
-            }
-            RValue::Invocation(inv) => {
-                out.push(9);
-                inv.encode(out)
-            }
-        }
-    }
-    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        Ok(match r.byte()? {
-            0 => RValue::Identifier(Codec::decode(r)?),
-            1 => RValue::Literal(Codec::decode(r)?),
-            2 => RValue::Binary(Codec::decode(r)?, Codec::decode(r)?, Codec::decode(r)?),
-            3 => RValue::Unary(Codec::decode(r)?, Codec::decode(r)?),
-            4 => RValue::Tuple(Codec::decode(r)?),
-            5 => RValue::Array(Codec::decode(r)?),
-            6 => RValue::Subscript(Codec::decode(r)?, Codec::decode(r)?),
-            7 => RValue::Comprehension(Codec::decode(r)?),
-            8 => RValue::IfThenElse(Codec::decode(r)?),
-            9 => RValue::Invocation(r.nested(Codec::decode)?),
-            _ => return Err(DecodeError::Malformed("rvalue tag")),
-        })
-    }
-}
+enum_codec!(TypeSpec, "type spec tag" {
+    0 => Single(t),
+    1 => Tensor(t),
+    2 => Array(inner),
+    3 => Tuple(items),
+});
+enum_codec!(LValue, "lvalue tag" {
+    0 => Identifier(id),
+    1 => Array(items),
+    2 => Tuple(items),
+});
+enum_codec!(Literal, "literal tag" {
+    0 => Numeric(s),
+    1 => String(s),
+    2 => Logical(b),
+    3 => Array(items),
+    4 => Tuple(items),
+});
+enum_codec!(Subscript, "subscript tag" {
+    0 => Single(v),
+    1 => Range(from, to),
+});
+enum_codec!(RValue, "rvalue tag" {
+    0 => Identifier(id),
+    1 => Literal(lit),
+    2 => Binary(a, op, b),
+    3 => Unary(op, a),
+    4 => Tuple(items),
+    5 => Array(items),
+    6 => Subscript(a, s),
+    7 => Comprehension(c),
+    8 => IfThenElse(c),
+    9 => Invocation(inv),
+});
 
 #[cfg(test)]
 mod tests {
