@@ -109,6 +109,22 @@ pub fn read(bytes: &[u8]) -> Result<TypedModel> {
 /// The archive's model from [`GRAPH_BINARY`] and its tensors, or `None` where
 /// tract's reader is needed: no binary graph, or entries other than tensors.
 fn proto_model_from_binary(bytes: &[u8]) -> TractResult<Option<ProtoModel>> {
+    // Headers first (cheap: data is skipped), so that an archive tract must read
+    // does not have its tensors decoded twice.
+    let mut has_binary = false;
+    for entry in tar::Archive::new(bytes).entries()? {
+        let entry = entry?;
+        let path = entry.path()?;
+        let path = path.strip_prefix("./").unwrap_or(&path);
+        if path == Path::new(GRAPH_BINARY) {
+            has_binary = true;
+        } else if path != Path::new(GRAPH_TEXT) && path.extension().is_none_or(|e| e != "dat") {
+            return Ok(None);
+        }
+    }
+    if !has_binary {
+        return Ok(None);
+    }
     let mut doc = None;
     let mut tensors = HashMap::new();
     for entry in tar::Archive::new(bytes).entries()? {
@@ -122,14 +138,13 @@ fn proto_model_from_binary(bytes: &[u8]) -> TractResult<Option<ProtoModel>> {
             doc = Some(nnef_binary::decode(&data)?);
         } else if path == Path::new(GRAPH_TEXT) {
             // The same document as text, for tract's tools.
-        } else if path.extension().is_some_and(|e| e == "dat") {
+        } else {
+            // A tensor (`.dat`): the only other kind the scan above lets through.
             let id = tract_nnef::resource::resource_path_to_id(path)?;
             let tensor = tract_nnef::tensors::read_tensor(&mut entry)?;
             if tensors.insert(Identifier(id), Arc::new(tensor)).is_some() {
                 return Err(format_err!("the tensor {path:?} is in the archive twice"));
             }
-        } else {
-            return Ok(None);
         }
     }
     Ok(doc.map(|doc| ProtoModel {
