@@ -112,7 +112,7 @@ pub fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
         return Err(TrainerError::Invalid(format!("{} is not float", t.name)));
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             return Err(TrainerError::Invalid(format!(
                 "{} has ragged raw data",
                 t.name

@@ -12,6 +12,8 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::tract_linalg::routines::Func;
 
+use super::quant::{FakeQuant, U8Quant};
+
 /// An activation fused into a convolution's write-back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Activation {
@@ -50,6 +52,8 @@ pub enum Activation {
         /// The gate's upper bound's bits.
         hi: u32,
     },
+    /// A QDQ model's quantise-dequantise pair ([`super::quant::FakeQuant`]).
+    FakeQuant(U8Quant),
 }
 
 impl Activation {
@@ -112,6 +116,9 @@ impl Activation {
                 _ => None,
             };
         }
+        if let Some(FakeQuant(quant)) = node.op_as::<FakeQuant>() {
+            return Some(Activation::FakeQuant(*quant));
+        }
         let ew = node.op_as::<ElementWiseOp>()?;
         if ew.1.is_some_and(|dt| dt != f32::datum_type()) {
             return None;
@@ -171,6 +178,7 @@ impl Activation {
                 lo,
                 hi,
             } => ActivationKernel::Gate([alpha, beta, lo, hi].map(f32::from_bits)),
+            Activation::FakeQuant(quant) => ActivationKernel::FakeQuant(quant),
         })
     }
 }
@@ -239,6 +247,8 @@ pub enum ActivationKernel {
     Affine(f32, f32),
     /// `x · min(max(alpha · x + beta, lo), hi)` from `[alpha, beta, lo, hi]`.
     Gate([f32; 4]),
+    /// Quantise then dequantise.
+    FakeQuant(U8Quant),
     /// One of tract-linalg's element-wise kernels.
     Tract(Box<dyn tract_onnx::tract_core::tract_linalg::element_wise::ElementWise<f32>>),
 }
@@ -265,6 +275,7 @@ impl ActivationKernel {
                     *x *= (*x * *alpha + *beta).max(*lo).min(*hi);
                 }
             }
+            ActivationKernel::FakeQuant(quant) => quant.fake(xs),
             ActivationKernel::Tract(kernel) => kernel.run(xs)?,
         }
         Ok(())
@@ -295,6 +306,11 @@ mod tests {
                 let [a, b, l, h] = [alpha, beta, lo, hi].map(f32::from_bits);
                 x * (a * x + b).max(l).min(h)
             }
+            Activation::FakeQuant(q) => {
+                let (inv, scale) = (f32::from_bits(q.inv), f32::from_bits(q.scale));
+                let level = ((x * inv).round_ties_even() + f32::from(q.zero)).clamp(0.0, 255.0);
+                (level - f32::from(q.zero)) * scale
+            }
         }
     }
 
@@ -310,6 +326,11 @@ mod tests {
             Activation::hard_swish(),
             Activation::gate(0.2, 0.5, 0.0, 1.0),
             Activation::affine(1.7, -0.3),
+            Activation::FakeQuant(U8Quant {
+                inv: (1.0f32 / 0.05).to_bits(),
+                scale: 0.05f32.to_bits(),
+                zero: 100,
+            }),
         ] {
             let mut ys = xs.clone();
             a.kernel().unwrap().apply(&mut ys).unwrap();

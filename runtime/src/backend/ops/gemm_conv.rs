@@ -48,13 +48,19 @@ const COLS_BLOCK: usize = 1 << 18;
 
 /// Products smaller than this many multiply-adds run on the calling thread: below
 /// it, waking the pool costs more than it saves.
-const PARALLEL_MACS: usize = 1 << 20;
+pub(crate) const PARALLEL_MACS: usize = 1 << 20;
 
 /// The im2col step of a convolution larger than 1×1.
 impl ConvGeometry {
     /// Writes the `[channels · KH · KW, rows · OW]` matrix of `image` (`[C, H, W]`)
-    /// for the output rows `rows` into `cols`.
-    fn fill(&self, image: &[f32], cols: &mut [f32], rows: std::ops::Range<usize>) {
+    /// for the output rows `rows` into `cols`; padding reads as `zero`.
+    pub(crate) fn fill<T: Copy>(
+        &self,
+        image: &[T],
+        cols: &mut [T],
+        rows: std::ops::Range<usize>,
+        zero: T,
+    ) {
         let [h, w] = self.input_hw;
         let ow = self.output_hw[1];
         let [kh, kw] = self.kernel_hw;
@@ -82,12 +88,12 @@ impl ConvGeometry {
                     for (oy, out) in rows.clone().zip(row.chunks_exact_mut(ow)) {
                         let y = (oy * sh + ky * dh).checked_sub(top).filter(|&y| y < h);
                         let Some(y) = y else {
-                            out.fill(0.0);
+                            out.fill(zero);
                             continue;
                         };
                         let src = &plane[y * w..(y + 1) * w];
-                        out[..first].fill(0.0);
-                        out[end..].fill(0.0);
+                        out[..first].fill(zero);
+                        out[end..].fill(zero);
                         // first ≥ ceil((left − shift) / sw), so the subtraction holds.
                         let x0 = first * sw + shift - left;
                         if sw == 1 {
@@ -467,7 +473,7 @@ impl GemmConv {
                     let block = first..(first + rows).min(units.end);
                     let columns = block.len() * ow;
                     let cols = &mut cols[..k * columns];
-                    geometry.fill(input, cols, block);
+                    geometry.fill(input, cols, block, 0.0);
                     product(cols.as_ptr(), columns, columns, first * ow);
                     activate(first * ow, columns)?;
                 }
@@ -526,7 +532,7 @@ impl Split {
 
 /// The output of one image, shared by the threads that write its blocks.
 #[derive(Clone, Copy)]
-struct SharedOutput(*mut f32);
+pub(crate) struct SharedOutput(pub(crate) *mut f32);
 
 // SAFETY: each thread writes its own block (`GemmConv::part`).
 unsafe impl Send for SharedOutput {}
@@ -534,7 +540,7 @@ unsafe impl Sync for SharedOutput {}
 
 impl SharedOutput {
     /// The pointer; a method, so that closures capture the whole (Send) wrapper.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -9,6 +9,8 @@ pub mod axis_softmax;
 pub mod depthwise;
 pub mod epilogue;
 pub mod gemm_conv;
+pub mod qgemm_conv;
+pub mod quant;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::TypedModelPatch;
@@ -87,7 +89,19 @@ impl ConvGeometry {
 /// ([`depthwise::Depthwise::beats_tract`]).
 pub fn rewrite_decluttered(model: &mut TypedModel) -> TractResult<usize> {
     remove_noop_casts(model)?;
-    let mut replaced = replace_depthwise(model, depthwise::Depthwise::beats_tract)?;
+    // A QDQ model: quantise-dequantise pairs first, as the INT8 products and the
+    // epilogues look for them.
+    let mut replaced = quant::fuse_pairs(model)?;
+    if replaced > 0 {
+        quant::fold_constants(model)?;
+        quant::fold_pads(model)?;
+        // The portable INT8 kernel (no SIMD: armv7, or a build without it) is
+        // slower than the f32 products; there the pairs stay fused and f32 runs.
+        if qgemm_conv::enabled() {
+            replaced += replace_quantized(model)?;
+        }
+    }
+    replaced += replace_depthwise(model, depthwise::Depthwise::beats_tract)?;
     if gemm_conv::enabled() {
         replaced += replace_gemm(model, |_| true)?;
     }
@@ -126,37 +140,134 @@ pub fn replace_gemm(
     model: &mut TypedModel,
     keep: impl Fn(&gemm_conv::GemmConv) -> bool,
 ) -> TractResult<usize> {
-    use gemm_conv::GemmConv;
     let mut replaced = 0;
     for id in 0..model.nodes.len() {
         let node = model.node(id);
-        // The op and its inputs in its order: (image, weight[, bias]).
-        let (op, inputs) = if let Some(conv) = node.op_as::<Conv>() {
-            let op = GemmConv::for_conv(conv, model.outlet_fact(node.inputs[0])?);
-            let Some(op) = op.filter(|op| keep(op)) else {
-                continue;
-            };
-            (op, node.inputs.to_vec())
-        } else if let (Some(einsum), [a, b]) = (node.op_as::<EinSum>(), &*node.inputs) {
-            let facts = [model.outlet_fact(*a)?, model.outlet_fact(*b)?];
-            let out = model.outlet_fact(OutletId::new(id, 0))?;
-            let Some((op, weight_slot)) =
-                GemmConv::for_einsum(einsum, facts, out).filter(|(op, _)| keep(op))
-            else {
-                tracing::debug!(node = %node.name, axes = %einsum.axes, ?facts, "product left to tract");
-                continue;
-            };
-            (
-                op,
-                vec![node.inputs[1 - weight_slot], node.inputs[weight_slot]],
-            )
-        } else {
+        let Some((op, inputs)) = gemm_candidate(model, id)?.filter(|(op, _)| keep(op)) else {
             continue;
         };
         let channels = op.channels();
-        replace_with_epilogue(model, id, &inputs, channels, false, |pointwise| {
-            Box::new(GemmConv { pointwise, ..op })
-        })?;
+        let name = format!("{}.outpost", node.name);
+        replace_with_epilogue(
+            model,
+            id,
+            &inputs,
+            channels,
+            false,
+            |pointwise, patch, taps| {
+                patch.wire_node(name, gemm_conv::GemmConv { pointwise, ..op }, taps)
+            },
+        )?;
+        replaced += 1;
+    }
+    if replaced > 0 {
+        model.compact()?;
+    }
+    Ok(replaced)
+}
+
+/// The [`gemm_conv::GemmConv`] that can run node `id` (a group-1 convolution
+/// or a 1×1 channel mix), with its inputs in the op's order: (image, weight[, bias]).
+fn gemm_candidate(
+    model: &TypedModel,
+    id: usize,
+) -> TractResult<Option<(gemm_conv::GemmConv, Vec<OutletId>)>> {
+    use gemm_conv::GemmConv;
+    let node = model.node(id);
+    if let Some(conv) = node.op_as::<Conv>() {
+        let op = GemmConv::for_conv(conv, model.outlet_fact(node.inputs[0])?);
+        return Ok(op.map(|op| (op, node.inputs.to_vec())));
+    }
+    let (Some(einsum), [a, b]) = (node.op_as::<EinSum>(), &*node.inputs) else {
+        return Ok(None);
+    };
+    let facts = [model.outlet_fact(*a)?, model.outlet_fact(*b)?];
+    let out = model.outlet_fact(OutletId::new(id, 0))?;
+    let Some((op, weight_slot)) = GemmConv::for_einsum(einsum, facts, out) else {
+        tracing::debug!(node = %node.name, axes = %einsum.axes, ?facts, "product left to tract");
+        return Ok(None);
+    };
+    let inputs = vec![node.inputs[1 - weight_slot], node.inputs[weight_slot]];
+    Ok(Some((op, inputs)))
+}
+
+/// Replaces every product that [`gemm_candidate`] finds whose image comes
+/// through a [`quant::FakeQuant`] and whose weight is INT8 per output channel
+/// by [`qgemm_conv::QGemmConv`], which quantises the image itself. Walks
+/// backwards, so that a product takes its quantised input before the op that
+/// computes it looks for an epilogue (which would absorb the pair otherwise).
+pub fn replace_quantized(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in (0..model.nodes.len()).rev() {
+        let Some((op, mut inputs)) = gemm_candidate(model, id)? else {
+            continue;
+        };
+        let source = model.node(inputs[0].node);
+        let Some(quant::FakeQuant(quantization)) = source.op_as::<quant::FakeQuant>().cloned()
+        else {
+            continue;
+        };
+        let weight = model.outlet_fact(inputs[1])?.konst.clone();
+        let int8 = match &weight {
+            Some(w) => {
+                let w = w.cast_to::<f32>()?;
+                let values = w.try_as_plain_ram()?;
+                let values = values.as_slice::<f32>()?;
+                let rows = match op.weight {
+                    gemm_conv::WeightLayout::OutputMajor => values.to_vec(),
+                    gemm_conv::WeightLayout::InputMajor => (0..op.m * op.k)
+                        .map(|i| values[(i % op.k) * op.m + i / op.k])
+                        .collect(),
+                };
+                qgemm_conv::int8_rows(&rows, op.m, op.k).is_some()
+            }
+            None => false,
+        };
+        if !int8 {
+            continue;
+        }
+        inputs[0] = source.inputs[0];
+        let name = format!("{}.outpost_int8", model.node(id).name);
+        let channels = op.channels();
+        replace_with_epilogue(
+            model,
+            id,
+            &inputs,
+            channels,
+            false,
+            |pointwise, patch, taps| {
+                let konst = |tap: Option<&OutletId>| -> TractResult<Option<Vec<f32>>> {
+                    let Some(tap) = tap else {
+                        return Ok(Some(Vec::new()));
+                    };
+                    let Some(k) = patch.outlet_fact(*tap)?.konst.clone() else {
+                        return Ok(None);
+                    };
+                    let k = k.cast_to::<f32>()?;
+                    let values = k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+                    Ok(Some(values))
+                };
+                let (weight, bias) = (konst(taps.get(1))?, konst(taps.get(2))?);
+                let q = weight.zip(bias).and_then(|(w, b)| {
+                    qgemm_conv::QGemmConv::new(&op, &w, &b, quantization, pointwise.clone())
+                });
+                match q {
+                    Some(q) => patch.wire_node(name, q, &taps[..1]),
+                    // Scales folded from the epilogue left the weight off its levels:
+                    // the f32 product, on the dequantised input.
+                    None => {
+                        let x = patch.wire_node(
+                            format!("{name}.fake_quant"),
+                            quant::FakeQuant(quantization),
+                            &taps[..1],
+                        )?;
+                        let mut taps = taps.to_vec();
+                        taps[0] = x[0];
+                        patch.wire_node(name, gemm_conv::GemmConv { pointwise, ..op }, &taps)
+                    }
+                }
+            },
+        )?;
         replaced += 1;
     }
     if replaced > 0 {
@@ -183,9 +294,18 @@ pub fn replace_depthwise(
         };
         let inputs = model.node(id).inputs.to_vec();
         let channels = op.channels();
-        let fused = replace_with_epilogue(model, id, &inputs, channels, !keep(&op), |pointwise| {
-            Box::new(depthwise::Depthwise { pointwise, ..op })
-        })?;
+        let name = format!("{}.outpost", model.node(id).name);
+        let keep = keep(&op);
+        let fused = replace_with_epilogue(
+            model,
+            id,
+            &inputs,
+            channels,
+            !keep,
+            |pointwise, patch, taps| {
+                patch.wire_node(name, depthwise::Depthwise { pointwise, ..op }, taps)
+            },
+        )?;
         replaced += usize::from(fused);
     }
     if replaced > 0 {
@@ -205,7 +325,11 @@ fn replace_with_epilogue(
     inputs: &[OutletId],
     channels: epilogue::Channels,
     only_with_epilogue: bool,
-    make: impl FnOnce(activation::Pointwise) -> Box<dyn TypedOp>,
+    make: impl FnOnce(
+        activation::Pointwise,
+        &mut TypedModelPatch,
+        &[OutletId],
+    ) -> TractResult<TVec<OutletId>>,
 ) -> TractResult<bool> {
     let name = model.node(id).name.clone();
     let weight = model.outlet_fact(inputs[1])?.konst.clone();
@@ -235,7 +359,7 @@ fn replace_with_epilogue(
             }
         }
     }
-    let mut wire = patch.wire_node(format!("{name}.outpost"), make(epilogue.pointwise), &taps)?;
+    let mut wire = make(epilogue.pointwise, &mut patch, &taps)?;
     for (i, op) in epilogue.reshapes.into_iter().enumerate() {
         wire = patch.wire_node(format!("{name}.outpost.reshape{i}"), op, &wire)?;
     }

@@ -7,6 +7,7 @@
 //! and its threading stay tract's and only the inner loop changes.
 
 pub mod depthwise_w;
+pub mod qgemm;
 
 use tract_onnx::prelude::DatumType;
 use tract_onnx::tract_core::tract_linalg::routines::{best_for, Func};

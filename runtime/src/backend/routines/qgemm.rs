@@ -1,0 +1,678 @@
+//! The INT8 matrix product: `uint8` activations times `int8` weights, summed in
+//! `i32` and turned back into `f32` per output channel.
+//!
+//! `out[o, p] = (Σ_k w[o, k] · x[k, p] − zero · Σ_k w[o, k]) · scale[o] + shift[o]`
+//!
+//! Both operands are packed so that the kernel reads four consecutive `k` of one
+//! row or column as one 32-bit word, the unit of x86's `vpdpbusd` (four `u8 × i8`
+//! products summed into an `i32` lane) and of NEON's dot products:
+//! - weights in panels of [`MR`] rows: `[panel][k / 4][row][4]`, packed once when
+//!   the model loads;
+//! - activations in panels of [`NR`] columns: `[panel][k / 4][column][4]`, packed
+//!   per block by the caller ([`pack_columns`]).
+//!
+//! Kernels, picked once per CPU: AVX-512 VNNI (64 multiply-adds an instruction);
+//! AVX2 (sign-extended to `i16` pairs for `vpmaddwd`, exact, 16 an instruction);
+//! and a portable loop everywhere else (aarch64 and armv7 included). All three sum
+//! exactly in `i32`, so they give bit-identical results.
+
+use std::sync::OnceLock;
+
+/// Rows (output channels) per weight panel.
+pub const MR: usize = 8;
+/// Columns (output points) per activation panel.
+pub const NR: usize = 32;
+
+/// Which kernel runs on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// x86-64 AVX-512 with VNNI (`vpdpbusd` on 512-bit vectors).
+    Avx512Vnni,
+    /// x86-64 AVX2 (`vpmaddwd` on sign-extended pairs).
+    Avx2,
+    /// Plain Rust, for every other CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs; `OUTPOST_QGEMM=portable|avx2` caps it (for
+    /// tests and comparisons).
+    pub fn native() -> Kernel {
+        static NATIVE: OnceLock<Kernel> = OnceLock::new();
+        *NATIVE.get_or_init(|| {
+            let cap = std::env::var("OUTPOST_QGEMM").unwrap_or_default();
+            Kernel::detected()
+                .into_iter()
+                .find(|k| match cap.as_str() {
+                    "portable" => *k == Kernel::Portable,
+                    "avx2" => *k != Kernel::Avx512Vnni,
+                    _ => true,
+                })
+                .unwrap_or(Kernel::Portable)
+        })
+    }
+
+    /// Every kernel this CPU can run, best first.
+    pub fn detected() -> Vec<Kernel> {
+        let mut found = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                found.push(Kernel::Avx512Vnni);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                found.push(Kernel::Avx2);
+            }
+        }
+        found.push(Kernel::Portable);
+        found
+    }
+}
+
+/// What the kernels apply to each value as they store it, in this order (the
+/// activations that most often follow a QDQ product, done in registers rather
+/// than in a second pass over the output).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Post {
+    /// `min(max(v, lo), hi)`.
+    pub clamp: Option<[f32; 2]>,
+    /// Quantise then dequantise, from `[1 / scale, zero, scale]`: `(clamp(round(v ·
+    /// inv) + zero, 0, 255) − zero) · scale`, rounding half to even.
+    pub fake_quant: Option<[f32; 3]>,
+}
+
+impl Post {
+    /// The steps on one value (the vector kernels compute exactly this).
+    // max/min rather than clamp: NaN goes to a bound, as `_mm*_max_ps` does.
+    #[allow(clippy::manual_clamp)]
+    #[inline(always)]
+    fn apply(&self, mut v: f32) -> f32 {
+        if let Some([lo, hi]) = self.clamp {
+            v = v.max(lo).min(hi);
+        }
+        if let Some([inv, zero, scale]) = self.fake_quant {
+            let t = (v * inv).max(-1024.0).min(1024.0);
+            let level = (t.round_ties_even() + zero).max(0.0).min(255.0);
+            v = (level - zero) * scale;
+        }
+        v
+    }
+}
+
+/// Weights packed for [`product`], with what turns the `i32` sums into `f32`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PackedWeights {
+    /// Rows (output channels).
+    pub m: usize,
+    /// Columns (input channels times kernel taps).
+    pub k: usize,
+    /// `[panel][k / 4][row][4]`, rows and `k` padded with zeros.
+    quads: Vec<i8>,
+    /// For [`Kernel::Avx2`]: the same weights as `i16` pairs, `(w0, w2)` then
+    /// `(w1, w3)` of each quad: `[panel][k / 4][row][2]`.
+    pairs: Vec<u32>,
+    /// Per row, `zero · Σ_k w[o, k]`: what the activations' zero point adds.
+    offsets: Vec<i32>,
+    /// Per row, the factor from an `i32` sum to `f32` (as bits, for `Hash`).
+    scales: Vec<u32>,
+    /// Per row, the value added after scaling (the bias; as bits).
+    shifts: Vec<u32>,
+    /// The kernel these weights are packed for.
+    kernel: Kernel,
+}
+
+/// Groups of four `k` in `k` values.
+fn quads_of(k: usize) -> usize {
+    k.div_ceil(4)
+}
+
+impl PackedWeights {
+    /// Packs `weights` (`m × k`, row-major, `i8`) for activations with zero point
+    /// `zero`; output row `o` is `(sum − zero · Σ w[o]) · scales[o] + shifts[o]`.
+    pub fn new(
+        weights: &[i8],
+        m: usize,
+        k: usize,
+        zero: u8,
+        scales: &[f32],
+        shifts: &[f32],
+        kernel: Kernel,
+    ) -> PackedWeights {
+        assert_eq!(weights.len(), m * k, "weights are not m × k");
+        assert!(
+            scales.len() == m && shifts.len() == m,
+            "one scale and shift a row"
+        );
+        let (panels, kq) = (m.div_ceil(MR), quads_of(k));
+        let mut quads = vec![0i8; panels * kq * MR * 4];
+        for (o, row) in weights.chunks_exact(k).enumerate() {
+            let (panel, r) = (o / MR, o % MR);
+            for (i, &w) in row.iter().enumerate() {
+                quads[((panel * kq + i / 4) * MR + r) * 4 + i % 4] = w;
+            }
+        }
+        let pairs = if kernel == Kernel::Avx2 {
+            quads
+                .chunks_exact(4)
+                .flat_map(|q| {
+                    let pair =
+                        |a: i8, b: i8| (a as i16 as u16 as u32) | ((b as i16 as u16 as u32) << 16);
+                    [pair(q[0], q[2]), pair(q[1], q[3])]
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let offsets = weights
+            .chunks_exact(k.max(1))
+            .take(m)
+            .map(|row| i32::from(zero) * row.iter().map(|&w| i32::from(w)).sum::<i32>())
+            .collect();
+        PackedWeights {
+            m,
+            k,
+            quads,
+            pairs,
+            offsets: if k == 0 { vec![0; m] } else { offsets },
+            scales: scales.iter().map(|s| s.to_bits()).collect(),
+            shifts: shifts.iter().map(|s| s.to_bits()).collect(),
+            kernel,
+        }
+    }
+
+    /// The kernel these weights run on.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+}
+
+/// Packs `columns` columns of a `k`-row `u8` matrix (row `r` at
+/// `matrix[r * stride..]`) into [`NR`]-column panels (`[panel][k / 4][column][4]`),
+/// into `out`, resized to fit. Padding rows and columns hold `fill`.
+pub fn pack_columns(
+    matrix: &[u8],
+    k: usize,
+    stride: usize,
+    columns: usize,
+    fill: u8,
+    out: &mut Vec<u8>,
+) {
+    let (panels, kq) = (columns.div_ceil(NR), quads_of(k));
+    out.clear();
+    out.resize(panels * kq * NR * 4, fill);
+    let row = |r: usize| &matrix[r * stride..r * stride + columns];
+    for q in 0..kq {
+        let rows: [Option<&[u8]>; 4] =
+            std::array::from_fn(|j| (4 * q + j < k).then(|| row(4 * q + j)));
+        for panel in 0..panels {
+            let first = panel * NR;
+            let width = NR.min(columns - first);
+            let dst = &mut out[(panel * kq + q) * NR * 4..][..NR * 4];
+            interleave4(&rows, first, width, dst);
+        }
+    }
+}
+
+/// `dst[4c + j] = rows[j][first + c]` for `c < width`; missing rows keep `dst`'s value.
+#[inline]
+fn interleave4(rows: &[Option<&[u8]>; 4], first: usize, width: usize, dst: &mut [u8]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let [Some(a), Some(b), Some(c), Some(d)] = rows {
+        use std::arch::x86_64::*;
+        while done + 16 <= width {
+            let at = first + done;
+            // SAFETY: SSE2 is part of x86-64. 16 bytes are read from each row at
+            // `at`, and `at + 16 ≤ first + width ≤ row.len()`; 64 bytes are written
+            // at `4 · done`, and `4 · (done + 16) ≤ 4 · width ≤ dst.len()`.
+            unsafe {
+                let load = |r: &[u8]| _mm_loadu_si128(r.as_ptr().add(at) as *const __m128i);
+                let (a, b, c, d) = (load(a), load(b), load(c), load(d));
+                let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+                let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+                let out = dst.as_mut_ptr().add(4 * done) as *mut __m128i;
+                _mm_storeu_si128(out, _mm_unpacklo_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
+                _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+            }
+            done += 16;
+        }
+    }
+    for (j, row) in rows.iter().enumerate() {
+        if let Some(row) = row {
+            for col in done..width {
+                dst[4 * col + j] = row[first + col];
+            }
+        }
+    }
+}
+
+/// Computes the output rows `rows` (starting at a multiple of [`MR`]) at
+/// `columns` points from the packed activations `packed` (`k` = `weights.k`):
+/// `out[(o - rows.start) · stride + p]` for `o` in `rows`, `p < columns`, each
+/// value through `post`.
+///
+/// # Safety
+/// `out` must be writable at those places; `rows` within `weights.m`; `packed`
+/// as [`pack_columns`] wrote it for `columns` columns of `weights.k` rows.
+pub unsafe fn product(
+    weights: &PackedWeights,
+    rows: std::ops::Range<usize>,
+    packed: &[u8],
+    columns: usize,
+    out: *mut f32,
+    stride: usize,
+    post: &Post,
+) {
+    let kq = quads_of(weights.k);
+    debug_assert!(rows.start.is_multiple_of(MR) && rows.end <= weights.m);
+    debug_assert!(packed.len() >= columns.div_ceil(NR) * kq * NR * 4);
+    for first in rows.clone().step_by(MR) {
+        let panel = first / MR;
+        let tile = Tile {
+            rows: MR.min(rows.end - first),
+            offsets: &weights.offsets[first..],
+            scales: &weights.scales[first..],
+            shifts: &weights.shifts[first..],
+            post,
+        };
+        for cp in 0..columns.div_ceil(NR) {
+            let x = &packed[cp * kq * NR * 4..(cp + 1) * kq * NR * 4];
+            let cols = NR.min(columns - cp * NR);
+            // SAFETY: the caller's contract; this tile's block of `out` is rows
+            // `first..first + tile.rows` of `rows`, columns `cp·NR..+cols`.
+            unsafe {
+                let out = out.add((first - rows.start) * stride + cp * NR);
+                match weights.kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx512Vnni => x86::vnni(
+                        kq,
+                        &weights.quads[panel * kq * MR * 4..],
+                        x,
+                        &tile,
+                        out,
+                        stride,
+                        cols,
+                    ),
+                    #[cfg(target_arch = "x86_64")]
+                    Kernel::Avx2 => x86::avx2(
+                        kq,
+                        &weights.pairs[panel * kq * MR * 2..],
+                        x,
+                        &tile,
+                        out,
+                        stride,
+                        cols,
+                    ),
+                    _ => portable(
+                        kq,
+                        &weights.quads[panel * kq * MR * 4..],
+                        x,
+                        &tile,
+                        out,
+                        stride,
+                        cols,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// What turns one panel's sums into `f32`.
+struct Tile<'a> {
+    /// Valid rows in the panel.
+    rows: usize,
+    offsets: &'a [i32],
+    scales: &'a [u32],
+    shifts: &'a [u32],
+    post: &'a Post,
+}
+
+impl Tile<'_> {
+    /// Row `r`'s value for the sum `sum` (the same arithmetic as the vector stores).
+    #[inline]
+    fn value(&self, r: usize, sum: i32) -> f32 {
+        self.post.apply(
+            (sum.wrapping_sub(self.offsets[r]) as f32) * f32::from_bits(self.scales[r])
+                + f32::from_bits(self.shifts[r]),
+        )
+    }
+}
+
+/// The kernel in plain Rust: one panel of [`MR`] rows by [`NR`] columns.
+///
+/// # Safety
+/// `out` writable at `r · stride + c` for `r < tile.rows`, `c < cols`.
+unsafe fn portable(
+    kq: usize,
+    w: &[i8],
+    x: &[u8],
+    tile: &Tile,
+    out: *mut f32,
+    stride: usize,
+    cols: usize,
+) {
+    let mut acc = [[0i32; NR]; MR];
+    for (wq, xq) in w.chunks_exact(MR * 4).zip(x.chunks_exact(NR * 4)).take(kq) {
+        for (acc, wr) in acc.iter_mut().zip(wq.chunks_exact(4)) {
+            for (a, xc) in acc.iter_mut().zip(xq.chunks_exact(4)) {
+                *a += (0..4)
+                    .map(|j| i32::from(xc[j]) * i32::from(wr[j]))
+                    .sum::<i32>();
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(tile.rows) {
+        for (c, &sum) in acc.iter().enumerate().take(cols) {
+            // SAFETY: the function's contract.
+            unsafe { *out.add(r * stride + c) = tile.value(r, sum) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Tile, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// AVX-512 VNNI: [`MR`] rows × [`NR`] columns in 16 vectors of sums.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI; `w` holds `kq · MR · 4` values and `x`
+    /// `kq · NR · 4`; `out` as in [`super::portable`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn vnni(
+        kq: usize,
+        w: &[i8],
+        x: &[u8],
+        tile: &Tile,
+        out: *mut f32,
+        stride: usize,
+        cols: usize,
+    ) {
+        assert!(w.len() >= kq * MR * 4 && x.len() >= kq * NR * 4);
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let (w, x) = (w.as_ptr() as *const i32, x.as_ptr());
+        for q in 0..kq {
+            // SAFETY: in bounds (asserted above).
+            unsafe {
+                let x0 = _mm512_loadu_si512(x.add(q * NR * 4) as *const _);
+                let x1 = _mm512_loadu_si512(x.add(q * NR * 4 + 64) as *const _);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_epi32(w.add(q * MR + r).read_unaligned());
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], x0, b);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], x1, b);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(tile.rows) {
+            let offset = _mm512_set1_epi32(tile.offsets[r]);
+            let scale = _mm512_set1_ps(f32::from_bits(tile.scales[r]));
+            let shift = _mm512_set1_ps(f32::from_bits(tile.shifts[r]));
+            for (h, &sum) in acc.iter().enumerate() {
+                let valid = cols.saturating_sub(h * 16).min(16);
+                if valid == 0 {
+                    break;
+                }
+                let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offset));
+                let mut v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
+                // max/min return their second operand for NaN, as f32::max/min.
+                if let Some([lo, hi]) = tile.post.clamp {
+                    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+                }
+                if let Some([inv, zero, scale]) = tile.post.fake_quant {
+                    let t = _mm512_mul_ps(v, _mm512_set1_ps(inv));
+                    let t = _mm512_min_ps(
+                        _mm512_max_ps(t, _mm512_set1_ps(-1024.0)),
+                        _mm512_set1_ps(1024.0),
+                    );
+                    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                        t,
+                    );
+                    let t = _mm512_add_ps(t, _mm512_set1_ps(zero));
+                    let t =
+                        _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
+                    v = _mm512_mul_ps(
+                        _mm512_sub_ps(t, _mm512_set1_ps(zero)),
+                        _mm512_set1_ps(scale),
+                    );
+                }
+                // SAFETY: the caller's contract; the mask covers `valid` columns.
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        out.add(r * stride + h * 16),
+                        ((1u32 << valid) - 1) as u16,
+                        v,
+                    )
+                };
+            }
+        }
+    }
+
+    /// AVX2: each quad of `u8` as two `i16` pairs (bytes 0 and 2, 1 and 3) against
+    /// the matching weight pairs with `vpmaddwd`; exact, no saturation. The
+    /// [`NR`] columns go in four blocks of 8 to keep the sums in registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `w` holds `kq · MR · 2` pairs and `x` `kq · NR · 4`
+    /// values; `out` as in [`super::portable`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2(
+        kq: usize,
+        w: &[u32],
+        x: &[u8],
+        tile: &Tile,
+        out: *mut f32,
+        stride: usize,
+        cols: usize,
+    ) {
+        assert!(w.len() >= kq * MR * 2 && x.len() >= kq * NR * 4);
+        let low_bytes = _mm256_set1_epi16(0xff);
+        for block in 0..NR / 8 {
+            if block * 8 >= cols {
+                break;
+            }
+            let mut acc = [_mm256_setzero_si256(); MR];
+            for q in 0..kq {
+                // SAFETY: in bounds (asserted above).
+                unsafe {
+                    let v = _mm256_loadu_si256(x.as_ptr().add(q * NR * 4 + block * 32) as *const _);
+                    let even = _mm256_and_si256(v, low_bytes);
+                    let odd = _mm256_srli_epi16(v, 8);
+                    let wq = w.as_ptr().add(q * MR * 2);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let w02 = _mm256_set1_epi32(*wq.add(2 * r) as i32);
+                        let w13 = _mm256_set1_epi32(*wq.add(2 * r + 1) as i32);
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(even, w02));
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(odd, w13));
+                    }
+                }
+            }
+            let valid = (cols - block * 8).min(8);
+            for (r, &sum) in acc.iter().enumerate().take(tile.rows) {
+                let offset = _mm256_set1_epi32(tile.offsets[r]);
+                let scale = _mm256_set1_ps(f32::from_bits(tile.scales[r]));
+                let shift = _mm256_set1_ps(f32::from_bits(tile.shifts[r]));
+                let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(sum, offset));
+                let mut v = _mm256_add_ps(_mm256_mul_ps(v, scale), shift);
+                if let Some([lo, hi]) = tile.post.clamp {
+                    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+                }
+                if let Some([inv, zero, scale]) = tile.post.fake_quant {
+                    let t = _mm256_mul_ps(v, _mm256_set1_ps(inv));
+                    let t = _mm256_min_ps(
+                        _mm256_max_ps(t, _mm256_set1_ps(-1024.0)),
+                        _mm256_set1_ps(1024.0),
+                    );
+                    let t = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+                    let t = _mm256_add_ps(t, _mm256_set1_ps(zero));
+                    let t =
+                        _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), _mm256_set1_ps(255.0));
+                    v = _mm256_mul_ps(
+                        _mm256_sub_ps(t, _mm256_set1_ps(zero)),
+                        _mm256_set1_ps(scale),
+                    );
+                }
+                // SAFETY: the caller's contract, `valid` columns from `block · 8`.
+                unsafe {
+                    let dst = out.add(r * stride + block * 8);
+                    if valid == 8 {
+                        _mm256_storeu_ps(dst, v);
+                    } else {
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random bytes.
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// One product's operands.
+    struct Case {
+        w: Vec<i8>,
+        x: Vec<u8>,
+        mkn: (usize, usize, usize),
+        zero: u8,
+        scales: Vec<f32>,
+        shifts: Vec<f32>,
+    }
+
+    impl Case {
+        /// `(Σ w·x − zero·Σw) · scale + shift`, one value at a time.
+        fn naive(&self) -> Vec<f32> {
+            let (m, k, n) = self.mkn;
+            let mut out = vec![0f32; m * n];
+            for o in 0..m {
+                let row = &self.w[o * k..(o + 1) * k];
+                let offset = i32::from(self.zero) * row.iter().map(|&w| i32::from(w)).sum::<i32>();
+                for p in 0..n {
+                    let sum: i32 = (0..k)
+                        .map(|i| i32::from(row[i]) * i32::from(self.x[i * n + p]))
+                        .sum();
+                    out[o * n + p] = ((sum - offset) as f32) * self.scales[o] + self.shifts[o];
+                }
+            }
+            out
+        }
+
+        /// The rows `rows` by `kernel`, each value through `post`.
+        fn run(&self, kernel: Kernel, rows: std::ops::Range<usize>, post: &Post) -> Vec<f32> {
+            let (m, k, n) = self.mkn;
+            let packed_w =
+                PackedWeights::new(&self.w, m, k, self.zero, &self.scales, &self.shifts, kernel);
+            let mut packed = Vec::new();
+            pack_columns(&self.x, k, n, n, self.zero, &mut packed);
+            let mut out = vec![f32::NAN; rows.len() * n];
+            // SAFETY: `out` holds `rows × n` values; `packed` was packed for `n` columns.
+            unsafe { product(&packed_w, rows, &packed, n, out.as_mut_ptr(), n, post) };
+            out
+        }
+    }
+
+    /// Every kernel this CPU runs equals the naive sum, bit for bit, on shapes
+    /// with partial panels in both directions and `k` not a multiple of 4, for
+    /// several zero points, with and without steps in the store, for a part of
+    /// the rows; and on extreme values (255 × −128 everywhere).
+    #[test]
+    fn kernels_equal_the_naive_product() {
+        let shapes = [
+            (1, 1, 1),
+            (8, 4, 32),
+            (9, 5, 33),
+            (17, 3, 70),
+            (96, 16, 100),
+            (24, 27, 1000),
+            (13, 150, 47),
+        ];
+        let post = Post {
+            clamp: Some([-20.0, 30.0]),
+            fake_quant: Some([1.0 / 0.3, 100.0, 0.3]),
+        };
+        for (seed, &(m, k, n)) in shapes.iter().enumerate() {
+            for zero in [0u8, 3, 128, 255] {
+                let case = Case {
+                    w: bytes(m * k, seed as u64)
+                        .into_iter()
+                        .map(|b| b as i8)
+                        .collect(),
+                    x: bytes(k * n, 100 + seed as u64),
+                    mkn: (m, k, n),
+                    zero,
+                    scales: (0..m).map(|o| 0.001 * (o + 1) as f32).collect(),
+                    shifts: (0..m).map(|o| o as f32 - 3.5).collect(),
+                };
+                let want = case.naive();
+                let stepped: Vec<f32> = want.iter().map(|v| post.apply(*v)).collect();
+                for kernel in Kernel::detected() {
+                    let what = format!("{kernel:?} m {m} k {k} n {n} zero {zero}");
+                    assert_eq!(case.run(kernel, 0..m, &Post::default()), want, "{what}");
+                    assert_eq!(case.run(kernel, 0..m, &post), stepped, "{what} with steps");
+                    if m > MR {
+                        let part = case.run(kernel, MR..m, &Post::default());
+                        assert_eq!(part, want[MR * n..], "{what} rows {MR}..");
+                    }
+                }
+            }
+        }
+        let (m, k, n) = (9, 1001, 35);
+        let extreme = Case {
+            w: vec![-128i8; m * k],
+            x: vec![255u8; k * n],
+            mkn: (m, k, n),
+            zero: 0,
+            scales: vec![1.0; m],
+            shifts: vec![0.0; m],
+        };
+        let want = extreme.naive();
+        assert_eq!(want[0], (255 * -128 * k as i32) as f32);
+        for kernel in Kernel::detected() {
+            assert_eq!(
+                extreme.run(kernel, 0..m, &Post::default()),
+                want,
+                "{kernel:?}"
+            );
+        }
+    }
+
+    /// Packing puts column `c`'s rows `4q..4q + 4` together, and pads with `fill`.
+    #[test]
+    fn packing_interleaves_four_rows_per_column() {
+        let (k, n) = (6, 40);
+        let x: Vec<u8> = (0..k * n).map(|i| i as u8).collect();
+        let mut packed = Vec::new();
+        pack_columns(&x, k, n, n, 7, &mut packed);
+        assert_eq!(packed.len(), 2 * 2 * NR * 4);
+        for c in 0..n {
+            let (panel, col) = (c / NR, c % NR);
+            for r in 0..8 {
+                let got = packed[((panel * 2 + r / 4) * NR + col) * 4 + r % 4];
+                let want = if r < k { x[r * n + c] } else { 7 };
+                assert_eq!(got, want, "column {c} row {r}");
+            }
+        }
+    }
+}
