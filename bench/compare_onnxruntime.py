@@ -266,10 +266,11 @@ def ort_worker(spec: dict) -> dict:
     }
 
 
-def run_ort_once(name: str, cfg: dict, shared: Path, threads: int, args) -> dict:
-    """Start a fresh interpreter running --ort-worker and parse its JSON answer."""
+def run_ort_once(name: str, cfg: dict, shared: Path, threads: int, args, model=None) -> dict:
+    """Start a fresh interpreter running --ort-worker and parse its JSON answer
+    (on `model`, default the shared FP32 model)."""
     spec = {
-        "model": str(shared / cfg["model"]),
+        "model": str(model or shared / cfg["model"]),
         "image": str(shared / cfg["image"]),
         "preprocess": cfg["preprocess"],
         "threads": threads,
@@ -310,9 +311,31 @@ def find_outpost_bins(bin_dir: Path) -> tuple[Path, Path]:
     return runtime, trainer
 
 
+def quantize_models(names, shared: Path, trainer: Path, work: Path, calibration: Path) -> dict[str, Path]:
+    """`outpost-trainer quantize` of each model into its INT8 (QDQ) ONNX, calibrated
+    on the images in `calibration`. Returns {name: int8 onnx}."""
+    out = {}
+    for name in names:
+        cfg = MODELS[name]
+        d = work / f"{name}-int8"
+        d.mkdir()
+        (d / "preprocess.json").write_text(json.dumps(cfg["preprocess"], indent=2))
+        cmd = [trainer, "quantize", "--model", shared / cfg["model"], "--task", cfg["task"],
+               "--preprocess", d / "preprocess.json", "--calibration", calibration,
+               "--out", d / "model_int8.onnx"]
+        if cfg.get("decoder"):
+            (d / "decoder.json").write_text(json.dumps(cfg["decoder"], indent=2))
+            cmd += ["--decoder", d / "decoder.json"]
+        log(f"[outpost] quantizing {name} on {calibration}")
+        run_checked(cmd, f"outpost-trainer quantize ({name})")
+        out[name] = d / "model_int8.onnx"
+    return out
+
+
 def package_models(names, shared: Path, trainer: Path, work: Path,
-                   extra: list[str]) -> tuple[Path, dict[str, Path]]:
-    """keygen once, then one signed .opk per model. Returns (key dir, {name: opk})."""
+                   extra: list[str], models=None) -> tuple[Path, dict[str, Path]]:
+    """keygen once, then one signed .opk per model (the shared FP32 model, or the
+    one in `models`). Returns (key dir, {name: opk})."""
     keydir = work / "key"
     run_checked([trainer, "keygen", "--out", keydir], "outpost-trainer keygen")
     opks = {}
@@ -326,7 +349,8 @@ def package_models(names, shared: Path, trainer: Path, work: Path,
         else:
             labels = d / "labels.txt"
             labels.write_text("\n".join(cfg["labels_lines"]) + "\n")
-        cmd = [trainer, "package", "--model", shared / cfg["model"], "--labels", labels,
+        model = (models or {}).get(name, shared / cfg["model"])
+        cmd = [trainer, "package", "--model", model, "--labels", labels,
                "--task", cfg["task"], "--preprocess", d / "preprocess.json"]
         if cfg.get("decoder"):
             (d / "decoder.json").write_text(json.dumps(cfg["decoder"], indent=2))
@@ -557,6 +581,11 @@ def parse_args(argv=None):
                          "(`outpost bench --profile`, at the first --threads count)")
     ap.add_argument("--no-precompiled", action="store_true",
                     help="package ONNX models only (no pre-optimised model.nnef.tar), to measure what it saves")
+    ap.add_argument("--int8", action="store_true",
+                    help="compare on INT8: each model quantised by `outpost-trainer quantize` (QDQ), "
+                         "the same file run by both runtimes")
+    ap.add_argument("--int8-calibration", type=Path, default=None,
+                    help="calibration images for --int8 (default: <shared>/images)")
     ap.add_argument("--keep-work-dir", action="store_true", help="keep the temporary keys/packages and print where")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per child process (default: 900)")
     ap.add_argument("--ort-worker", metavar="SPEC_JSON", help=argparse.SUPPRESS)  # internal
@@ -602,9 +631,18 @@ def main(argv=None) -> int:
     profiles = []
     try:
         keydir, opks = (None, {})
+        int8 = {}
+        if args.int8:
+            if args.ort_only:
+                sys.exit("error: --int8 needs outpost-trainer to quantise the models")
+            int8 = quantize_models(args.model_list, shared, trainer, work,
+                                   (args.int8_calibration or shared / "images").resolve())
+            print("- precision: INT8 (QDQ ONNX from `outpost-trainer quantize`, run by both)", flush=True)
         if not args.ort_only:
+            # tract cannot write an INT8 model as NNEF: INT8 packages hold the ONNX only.
+            no_pre = args.no_precompiled or args.int8
             keydir, opks = package_models(args.model_list, shared, trainer, work,
-                                          ["--no-precompiled"] if args.no_precompiled else [])
+                                          ["--no-precompiled"] if no_pre else [], int8)
 
         for name in args.model_list:
             cfg = MODELS[name]
@@ -612,7 +650,7 @@ def main(argv=None) -> int:
                 ort_reps, op_reps = [], []
                 for rep in range(args.repeats):
                     # onnxruntime first, then Outpost, so both see the same machine state.
-                    r = run_ort_once(name, cfg, shared, threads, args)
+                    r = run_ort_once(name, cfg, shared, threads, args, int8.get(name))
                     ort_reps.append(r)
                     log(f"[ort]     {name} t={threads} rep {rep + 1}/{args.repeats}: "
                         f"median {r['median_ms']:.2f} ms over {r['runs']} runs, load {r['load_ms']:.1f} ms, "

@@ -140,9 +140,18 @@ fn decluttered_from_onnx(
     shape: &[usize],
     phases: &mut LoadPhases,
 ) -> Result<TypedModel> {
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])
+    let onnx_framework = tract_onnx::onnx();
+    let mut proto = onnx_framework
+        .proto_model_for_read(&mut &onnx[..])
         .map_err(|e| Error::ModelLoad(format!("{e:#}")))?;
+    if let Some(graph) = proto.graph.as_mut() {
+        super::qdq_weights::dequantize_weights(graph);
+    }
+    let mut model = onnx_framework
+        .model_for_proto_model(&proto)
+        .map_err(|e| Error::ModelLoad(format!("{e:#}")))?;
+    // The model holds its own copy of every initializer from here on.
+    drop(proto);
     let inputs = model
         .input_outlets()
         .map_err(|e| Error::ModelLoad(format!("{e:#}")))?

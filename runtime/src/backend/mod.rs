@@ -9,6 +9,7 @@ pub mod nnef_binary;
 pub mod ops;
 pub mod precompiled;
 pub mod profile;
+pub mod qdq_weights;
 pub mod routines;
 pub mod simd_state;
 

@@ -478,58 +478,36 @@ mod tests {
     /// over kernels, strides, dilations, paddings, a `Pad` node and odd sizes.
     #[test]
     fn rewritten_qdq_layers_match_tract() {
-        let layers = [
-            Layer {
-                c: 16,
-                o: 40,
-                hw: [13, 11],
-                kernel: 1,
-                stride: 1,
-                dilation: 1,
-                padding: (0, 0),
-                pad_node: None,
-            },
-            Layer {
-                c: 3,
-                o: 16,
-                hw: [33, 30],
-                kernel: 3,
-                stride: 2,
-                dilation: 1,
-                padding: (0, 0),
-                pad_node: Some((0, 1)),
-            },
-            Layer {
-                c: 8,
-                o: 24,
-                hw: [17, 19],
-                kernel: 3,
-                stride: 1,
-                dilation: 2,
-                padding: (2, 2),
-                pad_node: None,
-            },
-            Layer {
-                c: 5,
-                o: 9,
-                hw: [10, 12],
-                kernel: 5,
-                stride: 2,
-                dilation: 1,
-                padding: (1, 2),
-                pad_node: Some((1, 1)),
-            },
-            Layer {
-                c: 64,
-                o: 10,
-                hw: [7, 7],
-                kernel: 1,
-                stride: 1,
-                dilation: 1,
-                padding: (0, 0),
-                pad_node: None,
-            },
+        // (c, o, [h, w], kernel, stride, dilation, padding, Pad node)
+        type Row = (
+            usize,
+            usize,
+            [usize; 2],
+            usize,
+            usize,
+            usize,
+            (usize, usize),
+            Option<(usize, usize)>,
+        );
+        let rows: [Row; 5] = [
+            (16, 40, [13, 11], 1, 1, 1, (0, 0), None),
+            (3, 16, [33, 30], 3, 2, 1, (0, 0), Some((0, 1))),
+            (8, 24, [17, 19], 3, 1, 2, (2, 2), None),
+            (5, 9, [10, 12], 5, 2, 1, (1, 2), Some((1, 1))),
+            (64, 10, [7, 7], 1, 1, 1, (0, 0), None),
         ];
+        let layers = rows.map(
+            |(c, o, hw, kernel, stride, dilation, padding, pad_node)| Layer {
+                c,
+                o,
+                hw,
+                kernel,
+                stride,
+                dilation,
+                padding,
+                pad_node,
+            },
+        );
         for (case, layer) in layers.iter().enumerate() {
             let model = qdq_model(layer, case);
             let mut rewritten = model.clone();
