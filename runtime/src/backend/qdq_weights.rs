@@ -219,8 +219,10 @@ mod tests {
     /// channel), `u` uint8 per tensor; `w` also listed as a graph input, as older
     /// exporters do.
     fn model() -> ModelProto {
-        let w: Vec<u8> = (0..12).map(|i| (i as i8 * 23 - 127) as u8).collect();
-        let u: Vec<u8> = (0..12).map(|i| (i * 21) as u8).collect();
+        let w: Vec<u8> = (0..12u8)
+            .map(|i| i.wrapping_mul(23).wrapping_sub(127))
+            .collect();
+        let u: Vec<u8> = (0..12u8).map(|i| i * 21).collect();
         let graph = GraphProto {
             node: vec![
                 node(
