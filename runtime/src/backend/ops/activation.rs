@@ -212,12 +212,7 @@ impl Pointwise {
 
     /// The kernels, made once per run of an op.
     pub fn kernels(&self) -> TractResult<PointwiseKernels> {
-        Ok(PointwiseKernels(
-            self.0
-                .iter()
-                .map(|a| a.kernel())
-                .collect::<TractResult<_>>()?,
-        ))
+        PointwiseKernels::of(&self.0)
     }
 }
 
@@ -225,6 +220,16 @@ impl Pointwise {
 pub struct PointwiseKernels(Vec<ActivationKernel>);
 
 impl PointwiseKernels {
+    /// The kernels of `steps`, in order (no allocation when there are none).
+    pub fn of(steps: &[Activation]) -> TractResult<PointwiseKernels> {
+        Ok(PointwiseKernels(
+            steps
+                .iter()
+                .map(|a| a.kernel())
+                .collect::<TractResult<_>>()?,
+        ))
+    }
+
     /// Whether this does nothing.
     pub fn is_identity(&self) -> bool {
         self.0.is_empty()

@@ -16,8 +16,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
 
-use super::activation::Activation;
 use super::activation::Pointwise;
+use super::activation::{Activation, PointwiseKernels};
 use super::gemm_conv::{GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
 use super::quant::U8Quant;
 use super::ConvGeometry;
@@ -243,7 +243,7 @@ impl QGemmConv {
         let [_, n, k] = self.mnk;
         let zero = self.input.zero;
         let (post, rest) = store_steps(&self.pointwise);
-        let activation = rest.kernels()?;
+        let activation = PointwiseKernels::of(rest)?;
         // SAFETY: the caller's contract: these rows and columns are this part's.
         let run = |packed: &[u8], first: usize, columns: usize| -> TractResult<()> {
             unsafe {
@@ -286,8 +286,9 @@ impl QGemmConv {
 }
 
 /// The leading activations the INT8 kernels apply as they store (a clamp, then
-/// a quantise-dequantise pair), and the rest, applied after.
-fn store_steps(pointwise: &Pointwise) -> (Post, Pointwise) {
+/// a quantise-dequantise pair), and the rest, applied after. Borrows the rest,
+/// so that a part whose steps all run in the store allocates nothing.
+fn store_steps(pointwise: &Pointwise) -> (Post, &[Activation]) {
     let mut post = Post::default();
     let mut steps = pointwise.0.as_slice();
     if let [Activation::Clamp { lo, hi }, rest @ ..] = steps {
@@ -302,7 +303,7 @@ fn store_steps(pointwise: &Pointwise) -> (Post, Pointwise) {
         ]);
         steps = rest;
     }
-    (post, Pointwise(steps.to_vec()))
+    (post, steps)
 }
 
 impl Op for QGemmConv {
