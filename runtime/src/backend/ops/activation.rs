@@ -263,11 +263,7 @@ impl ActivationKernel {
     pub fn apply(&self, xs: &mut [f32]) -> TractResult<()> {
         match self {
             ActivationKernel::Identity => {}
-            ActivationKernel::Clamp(lo, hi) => {
-                for x in xs {
-                    *x = x.max(*lo).min(*hi);
-                }
-            }
+            ActivationKernel::Clamp(lo, hi) => clamp(xs, *lo, *hi),
             // Plain multiply-adds, not `mul_add`: without FMA enabled at compile
             // time (the portable x86-64 build), that is a libm call per value.
             ActivationKernel::Affine(scale, shift) => {
@@ -284,6 +280,42 @@ impl ActivationKernel {
             ActivationKernel::Tract(kernel) => kernel.run(xs)?,
         }
         Ok(())
+    }
+}
+
+/// `min(max(x, lo), hi)` in place; NaN goes to `lo`.
+// max/min rather than clamp: NaN goes to `lo` (and `_mm256_max_ps` does the same).
+#[allow(clippy::manual_clamp)]
+fn clamp(xs: &mut [f32], lo: f32, hi: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX is present (checked above).
+        return unsafe { clamp_avx(xs, lo, hi) };
+    }
+    for x in xs {
+        *x = x.max(lo).min(hi);
+    }
+}
+
+/// [`clamp`] with AVX: `f32::max` must return the number when one side is NaN,
+/// which the portable build compiles to a compare and blend per value; `vmaxps`
+/// returns its second operand (`lo`), the same result in one instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[allow(clippy::manual_clamp)]
+unsafe fn clamp_avx(xs: &mut [f32], lo: f32, hi: f32) {
+    use std::arch::x86_64::*;
+    let (l, h) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let mut chunks = xs.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        // SAFETY: 8 values of `chunk` read and written.
+        unsafe {
+            let p = chunk.as_mut_ptr();
+            _mm256_storeu_ps(p, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(p), l), h));
+        }
+    }
+    for x in chunks.into_remainder() {
+        *x = x.max(lo).min(hi);
     }
 }
 
@@ -347,6 +379,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The vector clamp sends NaN to the lower bound, as the scalar one does,
+    /// and equals it on every value, in the vector loop and the tail.
+    #[test]
+    // max/min on purpose: the definition the kernel follows, NaN to `lo`.
+    #[allow(clippy::manual_clamp)]
+    fn clamp_sends_nan_to_the_lower_bound() {
+        let mut xs: Vec<f32> = (0..21).map(|i| i as f32 - 7.5).collect();
+        xs[3] = f32::NAN;
+        xs[19] = f32::NAN;
+        xs[5] = f32::INFINITY;
+        let mut ys = xs.clone();
+        clamp(&mut ys, 0.0, 6.0);
+        for (x, y) in xs.iter().zip(&ys) {
+            assert_eq!(*y, x.max(0.0).min(6.0), "{x}");
+        }
+        assert_eq!((ys[3], ys[19], ys[5]), (0.0, 0.0, 6.0));
     }
 
     #[test]

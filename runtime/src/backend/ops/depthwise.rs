@@ -21,21 +21,27 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::activation::Pointwise;
+use super::activation::{Activation, Pointwise, PointwiseKernels};
 use super::epilogue::Channels;
 use super::gemm_conv::WeightLayout;
+use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
 use tract_onnx::tract_core::tract_linalg;
 
+/// The thread's padded plane, flattened run and (for an output of levels) `f32`
+/// output plane.
+type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 thread_local! {
-    /// The padded plane and the flattened run of the thread's current plane; kept
-    /// between inferences so that steady-state inference allocates nothing here.
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Kept between inferences so that steady-state inference allocates nothing here.
+    static SCRATCH: std::cell::RefCell<Scratch> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Output rows at least this long run one by one; shorter ones as one flattened run.
 const LONG_ROW: usize = 32;
+/// At stride 2, rows up to this long run as one flattened run.
+const SHORT_ROW_STRIDE_2: usize = 16;
 
 /// A depthwise convolution with fixed geometry (channels = groups = output
 /// channels); inputs are (image, kernel, bias).
@@ -45,6 +51,12 @@ pub struct Depthwise {
     pub geometry: ConvGeometry,
     /// The activations applied to each output plane as it is written.
     pub pointwise: Pointwise,
+    /// Where set, the input tensor holds the `u8` levels of this quantisation
+    /// (written by the INT8 op before), which the padded copy dequantises.
+    pub input_levels: Option<U8Quant>,
+    /// Where set, the output is the `u8` levels of this quantisation of the
+    /// values (after the activations), for the INT8 op after it to read.
+    pub output_levels: Option<U8Quant>,
 }
 
 impl std::ops::Deref for Depthwise {
@@ -66,6 +78,8 @@ impl Depthwise {
         Some(Depthwise {
             geometry: g,
             pointwise: Pointwise::default(),
+            input_levels: None,
+            output_levels: None,
         })
     }
 
@@ -113,13 +127,20 @@ impl Depthwise {
 
     /// Runs the convolution; `image` is `[batch, channels, H, W]`, `kernel`
     /// `[channels, 1, KH, KW]`, `bias` one value per channel or a single value.
+    /// `image` and `output` are `f32` values or levels, as
+    /// [`Depthwise::input_levels`] and [`Depthwise::output_levels`] say.
     pub fn compute(
         &self,
-        image: &[f32],
+        image: Values<'_>,
         kernel: &[f32],
         bias: &[f32],
-        output: &mut [f32],
+        output: ValuesMut<'_>,
     ) -> TractResult<()> {
+        ensure!(
+            matches!(image, Values::U8(_)) == self.input_levels.is_some()
+                && matches!(output, ValuesMut::U8(_)) == self.output_levels.is_some(),
+            "depthwise convolution called with the wrong tensor types"
+        );
         let [h, w] = self.input_hw;
         let [oh, ow] = self.output_hw;
         let [kh, kw] = self.kernel_hw;
@@ -136,21 +157,41 @@ impl Depthwise {
             // of a buffer that holds them.
             unsafe { ker(input, out, k, &offsets, b, len, s) }
         };
+        // Rows short enough to run as one flattened run over the plane (which
+        // computes the `pw - ow` points between rows and drops them): at stride
+        // 2 those are more than half, worth it only while a row is at most one
+        // vector, which would otherwise run as one chain of dependent FMAs.
+        let flat_stride = match self.strides {
+            [1, 1] if ow < LONG_ROW => Some(1),
+            [2, 2] if ow <= SHORT_ROW_STRIDE_2 => Some(2),
+            _ => None,
+        };
         let plane_out = oh * ow;
         let total = output.len();
         let [top, left] = self.pad_before;
         let per_plane =
             |plane_ix: usize, out: &mut [f32], padded: &mut Vec<f32>, flat: &mut Vec<f32>| {
                 let c = plane_ix % self.channels;
-                let input = &image[plane_ix * h * w..(plane_ix + 1) * h * w];
-                // One write per padded value: zeros where the input does not reach.
+                let at = plane_ix * h * w..(plane_ix + 1) * h * w;
+                // One write per padded value: zeros where the input does not reach (a
+                // level's zero point is the value 0).
                 padded.resize(ph * pw, 0.0);
                 let (l, cols) = (left.min(pw), w.min(pw.saturating_sub(left)));
                 for (py, row) in padded.chunks_exact_mut(pw).enumerate() {
                     match py.checked_sub(top).filter(|&y| y < h) {
                         Some(y) => {
                             row[..l].fill(0.0);
-                            row[l..l + cols].copy_from_slice(&input[y * w..][..cols]);
+                            let dst = &mut row[l..l + cols];
+                            match (image, self.input_levels) {
+                                (Values::U8(levels), Some(q)) => {
+                                    q.dequantize(&levels[at.clone()][y * w..][..cols], dst)
+                                }
+                                (Values::F32(values), _) => {
+                                    dst.copy_from_slice(&values[at.clone()][y * w..][..cols])
+                                }
+                                // Excluded by the check on entry.
+                                (Values::U8(_), None) => {}
+                            }
                             row[l + cols..].fill(0.0);
                         }
                         None => row.fill(0.0),
@@ -159,12 +200,14 @@ impl Depthwise {
                 let k = &kernel[c * taps..(c + 1) * taps];
                 let b = if bias.len() == 1 { bias[0] } else { bias[c] };
                 let [sh, sw] = self.strides;
-                if self.strides == [1, 1] && ow < LONG_ROW {
+                if let Some(stride) = flat_stride {
                     // Short rows: one run over the flattened plane, then keep the
-                    // first `ow` points of every padded row.
+                    // first `ow` points of every padded row. At stride s, point
+                    // `y · pw + x` reads from `s · (y · pw + x)`, row `s · y`'s
+                    // column `s · x`, as the output point (y, x) should.
                     let len = (oh - 1) * pw + ow;
                     flat.resize(len, 0.0);
-                    run(padded.as_ptr(), flat.as_mut_ptr(), k, b, len, 1);
+                    run(padded.as_ptr(), flat.as_mut_ptr(), k, b, len, stride);
                     for (y, row) in out.chunks_exact_mut(ow).enumerate() {
                         row.copy_from_slice(&flat[y * pw..y * pw + ow]);
                     }
@@ -176,16 +219,52 @@ impl Depthwise {
                     }
                 }
             };
-        tract_linalg::multithread::par_chunks_mut(output, plane_out, total, |first, chunk| {
-            let pointwise = self.pointwise.kernels()?;
-            SCRATCH.with_borrow_mut(|(padded, flat)| {
-                for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                    per_plane(first + ix, out, padded, flat);
-                    pointwise.apply(out)?;
-                }
-                Ok(())
-            })
-        })
+        match output {
+            ValuesMut::F32(output) => tract_linalg::multithread::par_chunks_mut(
+                output,
+                plane_out,
+                total,
+                |first, chunk| {
+                    let pointwise = self.pointwise.kernels()?;
+                    SCRATCH.with_borrow_mut(|(padded, flat, _)| {
+                        for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                            per_plane(first + ix, out, padded, flat);
+                            pointwise.apply(out)?;
+                        }
+                        Ok(())
+                    })
+                },
+            ),
+            ValuesMut::U8(output) => {
+                let q = self
+                    .output_levels
+                    .context("depthwise levels without a quantisation")?;
+                // A last clamp (ReLU6) runs in the quantiser's pass.
+                let (steps, bounds) = match self.pointwise.0.as_slice() {
+                    [before @ .., Activation::Clamp { lo, hi }] => {
+                        (before, [f32::from_bits(*lo), f32::from_bits(*hi)])
+                    }
+                    steps => (steps, [f32::NEG_INFINITY, f32::INFINITY]),
+                };
+                tract_linalg::multithread::par_chunks_mut(
+                    output,
+                    plane_out,
+                    total,
+                    |first, chunk| {
+                        let before = PointwiseKernels::of(steps)?;
+                        SCRATCH.with_borrow_mut(|(padded, flat, plane)| {
+                            plane.resize(plane_out, 0.0);
+                            for (ix, out) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                                per_plane(first + ix, plane, padded, flat);
+                                before.apply(plane)?;
+                                q.quantize_clamped(plane, out, bounds);
+                            }
+                            Ok(())
+                        })
+                    },
+                )
+            }
+        }
     }
 }
 
@@ -206,6 +285,11 @@ impl Op for Depthwise {
         )]
         .into_iter()
         .chain((!self.pointwise.is_identity()).then(|| format!("then {:?}", self.pointwise.0)))
+        .chain(self.input_levels.map(|_| "reads u8 levels".to_string()))
+        .chain(
+            self.output_levels
+                .map(|q| format!("writes u8 levels of {q:?}")),
+        )
         .collect())
     }
 
@@ -220,21 +304,17 @@ impl EvalOp for Depthwise {
         let shape = self.output_shape();
         let expected =
             self.batch.unwrap_or(1) * self.channels * self.input_hw[0] * self.input_hw[1];
-        let (image, kernel, bias) = (
-            image.cast_to::<f32>()?,
-            kernel.cast_to::<f32>()?,
-            bias.cast_to::<f32>()?,
-        );
+        let (kernel, bias) = (kernel.cast_to::<f32>()?, bias.cast_to::<f32>()?);
         let (image, kernel, bias) = (
             image.try_as_plain_ram()?,
             kernel.try_as_plain_ram()?,
             bias.try_as_plain_ram()?,
         );
-        let (image, kernel, bias) = (
-            image.as_slice::<f32>()?,
-            kernel.as_slice::<f32>()?,
-            bias.as_slice::<f32>()?,
-        );
+        let image = match self.input_levels {
+            Some(_) => Values::U8(image.as_slice::<u8>()?),
+            None => Values::F32(image.as_slice::<f32>()?),
+        };
+        let (kernel, bias) = (kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
         ensure!(
             image.len() == expected,
             "depthwise input has {} values, expected {expected}",
@@ -242,10 +322,20 @@ impl EvalOp for Depthwise {
         );
         ensure!(kernel.len() == self.channels * self.kernel_hw[0] * self.kernel_hw[1]);
         ensure!(bias.len() == 1 || bias.len() == self.channels);
-        let mut output = Tensor::zero::<f32>(&shape)?;
+        // SAFETY: `compute` writes every output value.
+        let mut output = unsafe {
+            match self.output_levels {
+                Some(_) => Tensor::uninitialized::<u8>(&shape)?,
+                None => Tensor::uninitialized::<f32>(&shape)?,
+            }
+        };
         {
             let mut out = output.try_as_plain_ram_mut()?;
-            self.compute(image, kernel, bias, out.as_slice_mut::<f32>()?)?;
+            let out = match self.output_levels {
+                Some(_) => ValuesMut::U8(out.as_slice_mut::<u8>()?),
+                None => ValuesMut::F32(out.as_slice_mut::<f32>()?),
+            };
+            self.compute(image, kernel, bias, out)?;
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -253,7 +343,10 @@ impl EvalOp for Depthwise {
 
 impl TypedOp for Depthwise {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(self.output_shape())))
+        Ok(tvec!(match self.output_levels {
+            Some(_) => u8::fact(self.output_shape()),
+            None => f32::fact(self.output_shape()),
+        }))
     }
 
     as_op!();
@@ -457,6 +550,8 @@ pub(crate) mod tests {
                 pad_before: [1, 1],
             },
             pointwise: Pointwise::default(),
+            input_levels: None,
+            output_levels: None,
         };
         assert!(op(14, 1).beats_tract());
         assert!(op(7, 1).beats_tract());

@@ -532,15 +532,15 @@ impl Split {
 
 /// The output of one image, shared by the threads that write its blocks.
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOutput(pub(crate) *mut f32);
+pub(crate) struct SharedOutput<P: Copy = *mut f32>(pub(crate) P);
 
-// SAFETY: each thread writes its own block (`GemmConv::part`).
-unsafe impl Send for SharedOutput {}
-unsafe impl Sync for SharedOutput {}
+// SAFETY: each thread writes its own block (`GemmConv::part`, `QGemmConv::part`).
+unsafe impl<P: Copy> Send for SharedOutput<P> {}
+unsafe impl<P: Copy> Sync for SharedOutput<P> {}
 
-impl SharedOutput {
+impl<P: Copy> SharedOutput<P> {
     /// The pointer; a method, so that closures capture the whole (Send) wrapper.
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> P {
         self.0
     }
 }

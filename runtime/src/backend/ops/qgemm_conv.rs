@@ -19,9 +19,11 @@ use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, 
 use super::activation::Pointwise;
 use super::activation::{Activation, PointwiseKernels};
 use super::gemm_conv::{GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
-use super::quant::U8Quant;
+use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
-use crate::backend::routines::qgemm::{pack_columns, product, Kernel, PackedWeights, Post, MR, NR};
+use crate::backend::routines::qgemm::{
+    pack_columns, product, Dst, Kernel, PackedWeights, Post, MR, NR,
+};
 
 thread_local! {
     /// The thread's quantised input image, im2col block and packed block, kept
@@ -47,6 +49,12 @@ pub struct QGemmConv {
     pub im2col: Option<ConvGeometry>,
     /// How the input is quantised.
     pub input: U8Quant,
+    /// Whether the input tensor already holds the `u8` levels of `input` (written
+    /// by the INT8 op before), rather than `f32` values to quantise.
+    pub input_levels: bool,
+    /// Where set, the output is the `u8` levels of this quantisation of the
+    /// values (after the activations), for an INT8 op after it to read.
+    pub output_levels: Option<U8Quant>,
     /// The packed weights, with the scales and bias.
     pub weights: Arc<PackedWeights>,
     /// The output shape tract expects.
@@ -134,6 +142,8 @@ impl QGemmConv {
             mnk: [m, base.n, k],
             im2col: base.im2col.clone(),
             input,
+            input_levels: false,
+            output_levels: None,
             weights: Arc::new(weights),
             output_shape: base.output_shape.clone(),
             pointwise,
@@ -157,8 +167,16 @@ impl QGemmConv {
         }
     }
 
-    /// Runs the op on `images` f32 inputs into `output`.
-    pub fn compute(&self, input: &[f32], output: &mut [f32]) -> TractResult<()> {
+    /// Whether the kernel's store can write this op's output as the levels of
+    /// `quant`: every activation runs in the store and none quantises already.
+    pub fn can_write_levels(&self) -> bool {
+        let (post, rest) = store_steps(&self.pointwise);
+        rest.is_empty() && post.fake_quant.is_none()
+    }
+
+    /// Runs the op on `images` inputs into `output`: `f32` values or levels, as
+    /// [`QGemmConv::input_levels`] and [`QGemmConv::output_levels`] say.
+    pub fn compute(&self, input: Values<'_>, output: ValuesMut<'_>) -> TractResult<()> {
         let [m, n, k] = self.mnk;
         let per_image = self.image_len();
         ensure!(
@@ -168,6 +186,11 @@ impl QGemmConv {
             self.images * per_image
         );
         ensure!(output.len() == self.images * m * n);
+        ensure!(
+            matches!(input, Values::U8(_)) == self.input_levels
+                && matches!(output, ValuesMut::U8(_)) == self.output_levels.is_some(),
+            "INT8 convolution called with the wrong tensor types"
+        );
         let pool = match current_tract_executor() {
             Executor::MultiThread(pool) if m * n * k >= PARALLEL_MACS => Some(pool),
             _ => None,
@@ -194,15 +217,23 @@ impl QGemmConv {
                 (0..m, share(self.units()))
             }
         };
-        for (image, out) in input
-            .chunks_exact(per_image)
-            .zip(output.chunks_exact_mut(m * n))
-        {
-            let out = SharedOutput(out.as_mut_ptr());
-            QUANTIZED.with_borrow_mut(|quantized| -> TractResult<()> {
-                quantized.resize(per_image, 0);
-                self.input.quantize(image, quantized);
-                let quantized = &quantized[..];
+        let out_base = match output {
+            ValuesMut::F32(o) => Dst::F32(o.as_mut_ptr()),
+            ValuesMut::U8(o) => Dst::U8(o.as_mut_ptr()),
+        };
+        for image in 0..self.images {
+            // SAFETY: image `image`'s `m × n` block of the output (its size is checked above).
+            let out = SharedOutput(unsafe { out_base.add(image * m * n) });
+            let at = image * per_image..(image + 1) * per_image;
+            QUANTIZED.with_borrow_mut(|scratch| -> TractResult<()> {
+                let quantized = match &input {
+                    Values::U8(levels) => &levels[at],
+                    Values::F32(values) => {
+                        scratch.resize(per_image, 0);
+                        self.input.quantize(&values[at], scratch);
+                        &scratch[..]
+                    }
+                };
                 match &pool {
                     Some(pool) if parts > 1 => {
                         let mut results: Vec<TractResult<()>> =
@@ -236,20 +267,27 @@ impl QGemmConv {
     unsafe fn part(
         &self,
         quantized: &[u8],
-        out: *mut f32,
+        out: Dst,
         rows: std::ops::Range<usize>,
         units: std::ops::Range<usize>,
     ) -> TractResult<()> {
         let [_, n, k] = self.mnk;
         let zero = self.input.zero;
-        let (post, rest) = store_steps(&self.pointwise);
+        let (mut post, rest) = store_steps(&self.pointwise);
+        if let Some(q) = self.output_levels {
+            ensure!(
+                rest.is_empty() && post.fake_quant.is_none(),
+                "INT8 convolution writing levels with activations outside its store"
+            );
+            post.fake_quant = Some(q.steps());
+        }
         let activation = PointwiseKernels::of(rest)?;
         // SAFETY: the caller's contract: these rows and columns are this part's.
         let run = |packed: &[u8], first: usize, columns: usize| -> TractResult<()> {
             unsafe {
                 let at = out.add(rows.start * n + first);
                 product(&self.weights, rows.clone(), packed, columns, at, n, &post);
-                if !activation.is_identity() {
+                if let (false, Dst::F32(at)) = (activation.is_identity(), at) {
                     for r in 0..rows.len() {
                         activation.apply(std::slice::from_raw_parts_mut(at.add(r * n), columns))?;
                     }
@@ -296,11 +334,7 @@ fn store_steps(pointwise: &Pointwise) -> (Post, &[Activation]) {
         steps = rest;
     }
     if let [Activation::FakeQuant(q), rest @ ..] = steps {
-        post.fake_quant = Some([
-            f32::from_bits(q.inv),
-            f32::from(q.zero),
-            f32::from_bits(q.scale),
-        ]);
+        post.fake_quant = Some(q.steps());
         steps = rest;
     }
     (post, steps)
@@ -321,6 +355,12 @@ impl Op for QGemmConv {
         if !self.pointwise.is_identity() {
             info.push(format!("then {:?}", self.pointwise.0));
         }
+        if self.input_levels {
+            info.push("reads u8 levels".into());
+        }
+        if let Some(q) = self.output_levels {
+            info.push(format!("writes u8 levels of {q:?}"));
+        }
         Ok(info)
     }
 
@@ -332,21 +372,37 @@ impl EvalOp for QGemmConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let input = input.cast_to::<f32>()?;
         let input = input.try_as_plain_ram()?;
+        let input = if self.input_levels {
+            Values::U8(input.as_slice::<u8>()?)
+        } else {
+            Values::F32(input.as_slice::<f32>()?)
+        };
         // SAFETY: `compute` writes every output value.
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        self.compute(
-            input.as_slice::<f32>()?,
-            output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-        )?;
+        let mut output = unsafe {
+            match self.output_levels {
+                Some(_) => Tensor::uninitialized::<u8>(&self.output_shape)?,
+                None => Tensor::uninitialized::<f32>(&self.output_shape)?,
+            }
+        };
+        {
+            let mut out = output.try_as_plain_ram_mut()?;
+            let out = match self.output_levels {
+                Some(_) => ValuesMut::U8(out.as_slice_mut::<u8>()?),
+                None => ValuesMut::F32(out.as_slice_mut::<f32>()?),
+            };
+            self.compute(input, out)?;
+        }
         Ok(tvec!(output.into_tvalue()))
     }
 }
 
 impl TypedOp for QGemmConv {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::fact(&*self.output_shape)))
+        Ok(tvec!(match self.output_levels {
+            Some(_) => u8::fact(&*self.output_shape),
+            None => f32::fact(&*self.output_shape),
+        }))
     }
 
     as_op!();

@@ -32,6 +32,55 @@ pub struct U8Quant {
     pub zero: u8,
 }
 
+/// The data of a tensor that an INT8 op reads: `f32` values, or the `u8`
+/// levels the INT8 op before it wrote.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    /// Plain values.
+    F32(&'a [f32]),
+    /// Quantised levels.
+    U8(&'a [u8]),
+}
+
+impl Values<'_> {
+    /// How many values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::U8(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The data of a tensor that an INT8 op writes: `f32` values or `u8` levels.
+#[derive(Debug)]
+pub enum ValuesMut<'a> {
+    /// Plain values.
+    F32(&'a mut [f32]),
+    /// Quantised levels.
+    U8(&'a mut [u8]),
+}
+
+impl ValuesMut<'_> {
+    /// How many values.
+    pub fn len(&self) -> usize {
+        match self {
+            ValuesMut::F32(v) => v.len(),
+            ValuesMut::U8(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Adding then subtracting 1.5 · 2²³ rounds an `f32` of magnitude below 2²² to
 /// the nearest integer, ties to even (the FPU's default rounding), in a form the
 /// compiler vectorises on every target.
@@ -49,6 +98,59 @@ impl U8Quant {
             })
     }
 
+    /// `[1 / scale, zero, scale]`, as the INT8 kernels' stores take them.
+    pub fn steps(&self) -> [f32; 3] {
+        [
+            f32::from_bits(self.inv),
+            f32::from(self.zero),
+            f32::from_bits(self.scale),
+        ]
+    }
+
+    /// The values of `levels` into `out`: `(q − zero) · scale`, the arithmetic of
+    /// [`U8Quant::fake`]'s dequantise, so the values are bit for bit those a
+    /// pair gives.
+    pub fn dequantize(&self, levels: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked above).
+            return unsafe { self.dequantize_avx2(levels, out) };
+        }
+        self.dequantize_loop(levels, out)
+    }
+
+    /// [`U8Quant::dequantize`] with AVX2, 8 levels a step (the same two
+    /// roundings: the subtraction is exact, then one multiply).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dequantize_avx2(&self, levels: &[u8], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n = levels.len().min(out.len());
+        let zero = _mm256_set1_ps(f32::from(self.zero));
+        let scale = _mm256_set1_ps(f32::from_bits(self.scale));
+        let mut done = 0;
+        while done + 8 <= n {
+            // SAFETY: 8 bytes read from `levels` and 8 values written to `out` at
+            // `done`, and `done + 8 ≤ n`.
+            unsafe {
+                let q = _mm_loadl_epi64(levels.as_ptr().add(done) as *const __m128i);
+                let x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+                let x = _mm256_mul_ps(_mm256_sub_ps(x, zero), scale);
+                _mm256_storeu_ps(out.as_mut_ptr().add(done), x);
+            }
+            done += 8;
+        }
+        self.dequantize_loop(&levels[done..n], &mut out[done..n])
+    }
+
+    #[inline(always)]
+    fn dequantize_loop(&self, levels: &[u8], out: &mut [f32]) {
+        let (zero, scale) = (f32::from(self.zero), f32::from_bits(self.scale));
+        for (x, &q) in out.iter_mut().zip(levels) {
+            *x = (f32::from(q) - zero) * scale;
+        }
+    }
+
     /// The quantised level of `x` as an `f32` in 0..=255.
     // max/min rather than clamp: NaN goes to a bound here, as in the vector code.
     #[allow(clippy::manual_clamp)]
@@ -61,12 +163,20 @@ impl U8Quant {
 
     /// Quantises `xs` into `out`.
     pub fn quantize(&self, xs: &[f32], out: &mut [u8]) {
+        self.quantize_clamped(xs, out, [f32::NEG_INFINITY, f32::INFINITY]);
+    }
+
+    /// Quantises `min(max(x, lo), hi)` of each of `xs` into `out`: a clamp (a
+    /// ReLU6) before the quantiser, in the same pass. NaN goes to `lo`, as the
+    /// separate clamp would send it; with no bounds (±∞) this is
+    /// [`U8Quant::quantize`] exactly, since NaN and −∞ both give level 0.
+    pub fn quantize_clamped(&self, xs: &[f32], out: &mut [u8], [lo, hi]: [f32; 2]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present (checked above).
-            return unsafe { self.quantize_avx2(xs, out) };
+            return unsafe { self.quantize_avx2(xs, out, [lo, hi]) };
         }
-        self.quantize_loop(xs, out)
+        self.quantize_loop(xs, out, [lo, hi])
     }
 
     /// Replaces each value by its quantised-then-dequantised value.
@@ -79,16 +189,17 @@ impl U8Quant {
         self.fake_loop(xs)
     }
 
-    /// [`U8Quant::quantize`] with AVX2: 32 values a step, rounded by the
+    /// [`U8Quant::quantize_clamped`] with AVX2: 32 values a step, rounded by the
     /// conversion (the FPU's default, ties to even) and clamped by the
     /// saturating packs.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn quantize_avx2(&self, xs: &[f32], out: &mut [u8]) {
+    unsafe fn quantize_avx2(&self, xs: &[f32], out: &mut [u8], [lo, hi]: [f32; 2]) {
         use std::arch::x86_64::*;
         let n = xs.len().min(out.len());
         let inv = _mm256_set1_ps(f32::from_bits(self.inv));
-        let (lo, hi) = (_mm256_set1_ps(-1024.0), _mm256_set1_ps(1024.0));
+        let (below, above) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let (lo_t, hi_t) = (_mm256_set1_ps(-1024.0), _mm256_set1_ps(1024.0));
         let zero = _mm256_set1_epi32(i32::from(self.zero));
         // packs work within 128-bit lanes: this puts the 8 groups of 4 back in order.
         let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -98,9 +209,12 @@ impl U8Quant {
             // at `done`, and `done + 32 ≤ n`.
             unsafe {
                 let level = |at: usize| {
-                    let v = _mm256_mul_ps(_mm256_loadu_ps(xs.as_ptr().add(at)), inv);
-                    // max_ps returns its second operand for NaN: NaN goes to -1024.
-                    let v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+                    // max_ps returns its second operand for NaN: NaN goes to `lo`,
+                    // then (as −∞ or a number) through the same steps.
+                    let x = _mm256_loadu_ps(xs.as_ptr().add(at));
+                    let x = _mm256_min_ps(_mm256_max_ps(x, below), above);
+                    let v = _mm256_mul_ps(x, inv);
+                    let v = _mm256_min_ps(_mm256_max_ps(v, lo_t), hi_t);
                     _mm256_add_epi32(_mm256_cvtps_epi32(v), zero)
                 };
                 let a = _mm256_packs_epi32(level(done), level(done + 8));
@@ -110,7 +224,7 @@ impl U8Quant {
             }
             done += 32;
         }
-        self.quantize_loop(&xs[done..n], &mut out[done..n])
+        self.quantize_loop(&xs[done..n], &mut out[done..n], [lo, hi])
     }
 
     /// [`U8Quant::fake`] compiled for AVX2.
@@ -120,11 +234,13 @@ impl U8Quant {
         self.fake_loop(xs)
     }
 
+    // max/min rather than clamp: NaN goes to `lo`, as in the vector code.
+    #[allow(clippy::manual_clamp)]
     #[inline(always)]
-    fn quantize_loop(&self, xs: &[f32], out: &mut [u8]) {
+    fn quantize_loop(&self, xs: &[f32], out: &mut [u8], [lo, hi]: [f32; 2]) {
         let (inv, zero) = (f32::from_bits(self.inv), f32::from(self.zero));
         for (q, &x) in out.iter_mut().zip(xs) {
-            *q = Self::level(inv, zero, x) as u8;
+            *q = Self::level(inv, zero, x.max(lo).min(hi)) as u8;
         }
     }
 
@@ -408,6 +524,71 @@ mod tests {
         for (i, (q, y)) in q.iter().zip(&ys).enumerate() {
             assert_eq!(*q, [255, 0, 255, 0, 0][i % 5], "{}", xs[i]);
             assert_eq!(*y, [6.35, -6.4, 6.35, -6.4, -6.4][i % 5], "{}", xs[i]);
+        }
+    }
+
+    /// The fused clamp-and-quantise equals a clamp then the quantiser, value for
+    /// value, NaN and infinities included, in the vector loop and the scalar tail.
+    #[test]
+    fn clamped_quantisation_is_a_clamp_then_the_quantiser() {
+        let quant = U8Quant {
+            inv: (255.0f32 / 6.0).to_bits(),
+            scale: (6.0f32 / 255.0).to_bits(),
+            zero: 0,
+        };
+        let mut xs: Vec<f32> = (-300..700).map(|i| i as f32 * 0.0117).collect();
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            1e30,
+            -1e30,
+            6.0,
+            0.0,
+        ]);
+        for bounds in [
+            [0.0f32, 6.0],
+            [-1.0, 3.5],
+            [f32::NEG_INFINITY, f32::INFINITY],
+        ] {
+            let clamped: Vec<f32> = xs.iter().map(|x| x.max(bounds[0]).min(bounds[1])).collect();
+            let mut want = vec![0u8; xs.len()];
+            quant.quantize_loop(&clamped, &mut want, [f32::NEG_INFINITY, f32::INFINITY]);
+            for len in [xs.len(), 31, 33, 7] {
+                let mut got = vec![0u8; len];
+                quant.quantize_clamped(&xs[..len], &mut got, bounds);
+                assert_eq!(got, want[..len], "bounds {bounds:?} len {len}");
+            }
+        }
+    }
+
+    /// Dequantising levels gives the pair's values bit for bit, for every level,
+    /// in the vector loop and the scalar tail.
+    #[test]
+    fn dequantised_levels_are_the_pair_values() {
+        for (scale, zero) in [(0.0235f32, 0u8), (0.05, 128), (1.0 / 3.0, 17)] {
+            let quant = U8Quant {
+                inv: (1.0 / scale).to_bits(),
+                scale: scale.to_bits(),
+                zero,
+            };
+            let levels: Vec<u8> = (0..=255).chain(0..=12).collect();
+            let mut got = vec![f32::NAN; levels.len()];
+            quant.dequantize(&levels, &mut got);
+            for (q, g) in levels.iter().zip(&got) {
+                let want = tract_pair(
+                    (f32::from(*q) - f32::from(zero)) * scale,
+                    1.0 / scale,
+                    scale,
+                    zero,
+                );
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "level {q} scale {scale} zero {zero}"
+                );
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ use tract_onnx::tract_core::tract_linalg::routines::DepthwiseWF32;
 
 /// The kernel's name in tract's routine table.
 pub const NAME: &str = "outpost_x86_64_fma_depthwise_w_f32";
+/// The AVX-512 kernel's name in tract's routine table.
+pub const NAME_AVX512: &str = "outpost_x86_64_avx512_depthwise_w_f32";
 
 /// `len` output points, each `bias` plus every `taps[t] * input[offsets[t] + i * in_stride]`.
 ///
@@ -41,6 +43,51 @@ pub unsafe fn depthwise_w_f32(
             2 => x86::vectorised::<2>(input, output, taps, offsets, bias, len),
             _ => scalar(input, output, taps, offsets, bias, 0, len, in_stride),
         }
+    }
+}
+
+/// [`depthwise_w_f32`] on 16 lanes: stride 2 takes its even inputs with one
+/// two-register permute. The same operations per point in the same order, so the
+/// results are bit for bit those of the AVX2 kernel.
+///
+/// # Safety
+/// As [`depthwise_w_f32`], and the CPU must have AVX-512F (and AVX2 and FMA).
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn depthwise_w_f32_avx512(
+    input: *const f32,
+    output: *mut f32,
+    taps: &[f32],
+    offsets: &[isize],
+    bias: f32,
+    len: usize,
+    in_stride: isize,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        match in_stride {
+            1 => x86_512::vectorised512::<1>(input, output, taps, offsets, bias, len),
+            2 => x86_512::vectorised512::<2>(input, output, taps, offsets, bias, len),
+            _ => scalar(input, output, taps, offsets, bias, 0, len, in_stride),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+inventory::submit! {
+    tract_onnx::tract_core::tract_linalg::routines::Routine {
+        func: tract_onnx::tract_core::tract_linalg::routines::Func::DepthwiseW,
+        arch: Some(tract_onnx::tract_core::tract_linalg::isa::Arch::X86_64),
+        isa: tract_onnx::tract_core::tract_linalg::isa::IsaReq::ANY.needing(&[
+            tract_onnx::tract_core::tract_linalg::isa::Isa::X86_64Avx512f,
+            tract_onnx::tract_core::tract_linalg::isa::Isa::X86_64Avx2,
+            tract_onnx::tract_core::tract_linalg::isa::Isa::X86_64Fma,
+        ]),
+        boost: 0,
+        round_trip: false,
+        factory: tract_onnx::tract_core::tract_linalg::routines::RoutineFactory::DepthwiseWF32 {
+            name: NAME_AVX512,
+            run: depthwise_w_f32_avx512,
+        },
     }
 }
 
@@ -203,6 +250,134 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x86_512 {
+    use std::arch::x86_64::*;
+
+    /// Sixteen inputs `S` elements apart from `p`. Stride 2 reads 32 elements, the
+    /// last of which it drops: callers leave one element of slack for it.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn load16<const S: isize>(p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees 16 (S = 1) or 32 (S = 2) readable elements.
+        unsafe {
+            if S == 1 {
+                _mm512_loadu_ps(p)
+            } else {
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_loadu_ps(p.add(16)))
+            }
+        }
+    }
+
+    /// Masks of the lanes of the `V` vectors that cover `len` points (`len` ≤
+    /// `16 · V`), and of the raw elements each reads at stride `S`: the second
+    /// half of a stride-2 vector's input stops at its last lane's element, so no
+    /// read goes past the last point's.
+    #[inline]
+    fn masks<const S: isize, const V: usize>(len: usize) -> [(u16, u16, u16); V] {
+        let bits = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+        std::array::from_fn(|v| {
+            let valid = len.saturating_sub(16 * v).min(16);
+            let raw = (valid * S as usize).saturating_sub(S as usize - 1);
+            (bits(valid), bits(raw), bits(raw.saturating_sub(16)))
+        })
+    }
+
+    /// `len` points (at most `16 · V`) in `V` vectors side by side.
+    ///
+    /// # Safety
+    /// As [`super::depthwise_w_f32_avx512`], for `len` points.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tail<const S: isize, const V: usize>(
+        input: *const f32,
+        output: *mut f32,
+        taps: &[f32],
+        offsets: &[isize],
+        bias: __m512,
+        len: usize,
+    ) {
+        let masks = masks::<S, V>(len);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let mut acc = [bias; V];
+        // SAFETY: the masks keep every load within the readable elements of the
+        // `len` points, and the stores within the `len` writable ones.
+        unsafe {
+            for (tap, offset) in taps.iter().zip(offsets) {
+                let k = _mm512_set1_ps(*tap);
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    let (_, m0, m1) = masks[v];
+                    let p = input.offset(*offset + (16 * v) as isize * S);
+                    let x = if S == 1 {
+                        _mm512_maskz_loadu_ps(m0, p)
+                    } else {
+                        let a = _mm512_maskz_loadu_ps(m0, p);
+                        let b = _mm512_maskz_loadu_ps(m1, p.add(16));
+                        _mm512_permutex2var_ps(a, even, b)
+                    };
+                    *acc = _mm512_fmadd_ps(x, k, *acc);
+                }
+            }
+            for (v, acc) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(output.add(16 * v), masks[v].0, *acc);
+            }
+        }
+    }
+
+    /// Stride `S` (1 or 2): blocks of 64 points, then the rest in up to four
+    /// vectors side by side, with the bounds of [`super::x86::vectorised`].
+    ///
+    /// # Safety
+    /// As [`super::depthwise_w_f32_avx512`].
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn vectorised512<const S: isize>(
+        input: *const f32,
+        output: *mut f32,
+        taps: &[f32],
+        offsets: &[isize],
+        bias: f32,
+        len: usize,
+    ) {
+        let slack = (S - 1) as usize;
+        let biasv = _mm512_set1_ps(bias);
+        let mut i = 0usize;
+        // SAFETY: every load below stays within the readable range, and every
+        // store within the `len` writable points.
+        unsafe {
+            while i + 64 + slack <= len {
+                let (mut a0, mut a1, mut a2, mut a3) = (biasv, biasv, biasv, biasv);
+                for (tap, offset) in taps.iter().zip(offsets) {
+                    let k = _mm512_set1_ps(*tap);
+                    let p = input.offset(*offset + i as isize * S);
+                    a0 = _mm512_fmadd_ps(load16::<S>(p), k, a0);
+                    a1 = _mm512_fmadd_ps(load16::<S>(p.offset(16 * S)), k, a1);
+                    a2 = _mm512_fmadd_ps(load16::<S>(p.offset(32 * S)), k, a2);
+                    a3 = _mm512_fmadd_ps(load16::<S>(p.offset(48 * S)), k, a3);
+                }
+                _mm512_storeu_ps(output.add(i), a0);
+                _mm512_storeu_ps(output.add(i + 16), a1);
+                _mm512_storeu_ps(output.add(i + 32), a2);
+                _mm512_storeu_ps(output.add(i + 48), a3);
+                i += 64;
+            }
+            // The last points (up to 64: fewer, or 64 without the slack) in up to
+            // four vectors at once, the last one masked. One vector at a time, a
+            // short row (7 or 14 points) would be one chain of dependent FMAs.
+            let out = output.add(i);
+            let input = input.offset(i as isize * S);
+            match (len - i).div_ceil(16) {
+                0 => {}
+                1 => tail::<S, 1>(input, out, taps, offsets, biasv, len - i),
+                2 => tail::<S, 2>(input, out, taps, offsets, biasv, len - i),
+                3 => tail::<S, 3>(input, out, taps, offsets, biasv, len - i),
+                _ => tail::<S, 4>(input, out, taps, offsets, biasv, len - i),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,10 +404,16 @@ mod tests {
             .collect()
     }
 
-    /// Runs the kernel on an input exactly as long as the contract requires, so a
-    /// read past the last needed element would leave the vector (and fail under
-    /// Miri or ASan) rather than read slack.
-    fn compare(kernel: DepthwiseWF32, taps: usize, len: usize, in_stride: isize, seed: usize) {
+    /// The kernel's output, and the definition's, on an input exactly as long as
+    /// the contract requires, so a read past the last needed element would leave
+    /// the vector (and fail under Miri or ASan) rather than read slack.
+    fn run_both(
+        kernel: DepthwiseWF32,
+        taps: usize,
+        len: usize,
+        in_stride: isize,
+        seed: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
         let k: Vec<f32> = (0..taps).map(|t| ((t + seed) as f32 * 0.7).sin()).collect();
         // Offsets as a 2-D patch would give them: rows of 3 taps, a row 37 apart.
         let offsets: Vec<isize> = (0..taps as isize)
@@ -260,6 +441,23 @@ mod tests {
                 in_stride,
             )
         };
+        (got, want)
+    }
+
+    /// The kernel's output alone.
+    fn run_on(
+        kernel: DepthwiseWF32,
+        taps: usize,
+        len: usize,
+        in_stride: isize,
+        seed: usize,
+    ) -> Vec<f32> {
+        run_both(kernel, taps, len, in_stride, seed).0
+    }
+
+    /// The kernel against the definition.
+    fn compare(kernel: DepthwiseWF32, taps: usize, len: usize, in_stride: isize, seed: usize) {
+        let (got, want) = run_both(kernel, taps, len, in_stride, seed);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (g - w).abs() < 1e-5,
@@ -307,6 +505,37 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
+    fn has_avx512() -> bool {
+        has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// The AVX-512 kernel equals the AVX2 one bit for bit (the same operations
+    /// per point, in the same order) and the definition within rounding.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_kernel_matches_the_avx2_kernel_bit_for_bit() {
+        if !has_avx512() {
+            return;
+        }
+        let mut seed = 0;
+        for taps in [1usize, 3, 9, 25] {
+            for in_stride in [1isize, 2, 3] {
+                for len in [1usize, 15, 16, 17, 63, 64, 65, 66, 80, 111, 112, 130] {
+                    seed += 1;
+                    compare(depthwise_w_f32_avx512, taps, len, in_stride, seed);
+                    let a = run_on(depthwise_w_f32_avx512, taps, len, in_stride, seed);
+                    let b = run_on(depthwise_w_f32, taps, len, in_stride, seed);
+                    assert_eq!(
+                        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "taps={taps} len={len} stride={in_stride}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn tract_runs_this_kernel_for_depthwise_rows() {
         let active = super::super::active();
@@ -314,10 +543,12 @@ mod tests {
             .iter()
             .find(|(f, _)| *f == "depthwise_w")
             .map(|(_, n)| *n);
-        if has_avx2_fma() {
+        if has_avx512() {
+            assert_eq!(name, Some(NAME_AVX512));
+        } else if has_avx2_fma() {
             assert_eq!(name, Some(NAME));
         } else {
-            assert_ne!(name, Some(NAME));
+            assert!(name != Some(NAME) && name != Some(NAME_AVX512));
         }
     }
 

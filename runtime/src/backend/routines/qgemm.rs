@@ -84,7 +84,51 @@ pub struct Post {
     pub fake_quant: Option<[f32; 3]>,
 }
 
+/// Where a product's values go: `f32` values, or, with [`Post::fake_quant`] set,
+/// the quantised levels themselves as `u8` (what the next INT8 op reads).
+#[derive(Debug, Clone, Copy)]
+pub enum Dst {
+    /// `f32` values, after every step of the [`Post`].
+    F32(*mut f32),
+    /// The `u8` level of the quantise step (the dequantise is left out).
+    U8(*mut u8),
+}
+
+impl Dst {
+    /// The destination `n` values further on.
+    ///
+    /// # Safety
+    /// As `pointer::add`: the result stays within the same allocation.
+    #[inline]
+    pub unsafe fn add(self, n: usize) -> Dst {
+        // SAFETY: forwarded from the contract.
+        unsafe {
+            match self {
+                Dst::F32(p) => Dst::F32(p.add(n)),
+                Dst::U8(p) => Dst::U8(p.add(n)),
+            }
+        }
+    }
+}
+
+/// The parameters a level store uses when none are set: level = clamped rounding.
+const NO_QUANT: [f32; 3] = [1.0, 0.0, 1.0];
+
 impl Post {
+    /// The quantised level (0..=255, as `f32`) of a value that went through the
+    /// clamp; what [`Dst::U8`] stores.
+    // max/min rather than clamp: NaN goes to a bound, as `_mm*_max_ps` does.
+    #[allow(clippy::manual_clamp)]
+    #[inline(always)]
+    fn level(&self, mut v: f32) -> f32 {
+        if let Some([lo, hi]) = self.clamp {
+            v = v.max(lo).min(hi);
+        }
+        let [inv, zero, _] = self.fake_quant.unwrap_or(NO_QUANT);
+        let t = (v * inv).max(-1024.0).min(1024.0);
+        (t.round_ties_even() + zero).max(0.0).min(255.0)
+    }
+
     /// The steps on one value (the vector kernels compute exactly this).
     // max/min rather than clamp: NaN goes to a bound, as `_mm*_max_ps` does.
     #[allow(clippy::manual_clamp)]
@@ -254,7 +298,7 @@ fn interleave4(rows: &[Option<&[u8]>; 4], first: usize, width: usize, dst: &mut 
 /// Computes the output rows `rows` (starting at a multiple of [`MR`]) at
 /// `columns` points from the packed activations `packed` (`k` = `weights.k`):
 /// `out[(o - rows.start) · stride + p]` for `o` in `rows`, `p < columns`, each
-/// value through `post`.
+/// value through `post` (for [`Dst::U8`], its level).
 ///
 /// # Safety
 /// `out` must be writable at those places; `rows` within `weights.m`; `packed`
@@ -264,10 +308,11 @@ pub unsafe fn product(
     rows: std::ops::Range<usize>,
     packed: &[u8],
     columns: usize,
-    out: *mut f32,
+    out: Dst,
     stride: usize,
     post: &Post,
 ) {
+    debug_assert!(matches!(out, Dst::F32(_)) || post.fake_quant.is_some());
     let kq = quads_of(weights.k);
     debug_assert!(rows.start.is_multiple_of(MR) && rows.end <= weights.m);
     debug_assert!(packed.len() >= columns.div_ceil(NR) * kq * NR * 4);
@@ -334,13 +379,28 @@ struct Tile<'a> {
 }
 
 impl Tile<'_> {
-    /// Row `r`'s value for the sum `sum` (the same arithmetic as the vector stores).
+    /// Row `r`'s value for the sum `sum` before the post steps (the same
+    /// arithmetic as the vector stores).
     #[inline]
-    fn value(&self, r: usize, sum: i32) -> f32 {
-        self.post.apply(
-            (sum.wrapping_sub(self.offsets[r]) as f32) * f32::from_bits(self.scales[r])
-                + f32::from_bits(self.shifts[r]),
-        )
+    fn raw(&self, r: usize, sum: i32) -> f32 {
+        (sum.wrapping_sub(self.offsets[r]) as f32) * f32::from_bits(self.scales[r])
+            + f32::from_bits(self.shifts[r])
+    }
+
+    /// Stores row `r`'s value for `sum` at `out + at`.
+    ///
+    /// # Safety
+    /// `out + at` is writable.
+    #[inline]
+    unsafe fn store(&self, out: Dst, at: usize, r: usize, sum: i32) {
+        let v = self.raw(r, sum);
+        // SAFETY: the caller's contract.
+        unsafe {
+            match out {
+                Dst::F32(p) => *p.add(at) = self.post.apply(v),
+                Dst::U8(p) => *p.add(at) = self.post.level(v) as u8,
+            }
+        }
     }
 }
 
@@ -353,7 +413,7 @@ unsafe fn portable(
     w: &[i8],
     x: &[u8],
     tile: &Tile,
-    out: *mut f32,
+    out: Dst,
     stride: usize,
     cols: usize,
 ) {
@@ -370,14 +430,14 @@ unsafe fn portable(
     for (r, acc) in acc.iter().enumerate().take(tile.rows) {
         for (c, &sum) in acc.iter().enumerate().take(cols) {
             // SAFETY: the function's contract.
-            unsafe { *out.add(r * stride + c) = tile.value(r, sum) };
+            unsafe { tile.store(out, r * stride + c, r, sum) };
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Tile, MR, NR};
+    use super::{Dst, Tile, MR, NO_QUANT, NR};
     use std::arch::x86_64::*;
 
     /// AVX-512 VNNI: [`MR`] rows × [`NR`] columns in 16 vectors of sums.
@@ -391,7 +451,7 @@ mod x86 {
         w: &[i8],
         x: &[u8],
         tile: &Tile,
-        out: *mut f32,
+        out: Dst,
         stride: usize,
         cols: usize,
     ) {
@@ -425,7 +485,13 @@ mod x86 {
                 if let Some([lo, hi]) = tile.post.clamp {
                     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
                 }
-                if let Some([inv, zero, scale]) = tile.post.fake_quant {
+                let mask = ((1u32 << valid) - 1) as u16;
+                let at = r * stride + h * 16;
+                let quant = match out {
+                    Dst::U8(_) => Some(tile.post.fake_quant.unwrap_or(NO_QUANT)),
+                    Dst::F32(_) => tile.post.fake_quant,
+                };
+                if let Some([inv, zero, scale]) = quant {
                     let t = _mm512_mul_ps(v, _mm512_set1_ps(inv));
                     let t = _mm512_min_ps(
                         _mm512_max_ps(t, _mm512_set1_ps(-1024.0)),
@@ -437,19 +503,26 @@ mod x86 {
                     let t = _mm512_add_ps(t, _mm512_set1_ps(zero));
                     let t =
                         _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
+                    if let Dst::U8(p) = out {
+                        // SAFETY: the caller's contract; the mask covers `valid` columns.
+                        unsafe {
+                            _mm512_mask_cvtusepi32_storeu_epi8(
+                                p.add(at) as *mut i8,
+                                mask,
+                                _mm512_cvtps_epi32(t),
+                            )
+                        };
+                        continue;
+                    }
                     v = _mm512_mul_ps(
                         _mm512_sub_ps(t, _mm512_set1_ps(zero)),
                         _mm512_set1_ps(scale),
                     );
                 }
-                // SAFETY: the caller's contract; the mask covers `valid` columns.
-                unsafe {
-                    _mm512_mask_storeu_ps(
-                        out.add(r * stride + h * 16),
-                        ((1u32 << valid) - 1) as u16,
-                        v,
-                    )
-                };
+                if let Dst::F32(p) = out {
+                    // SAFETY: the caller's contract; the mask covers `valid` columns.
+                    unsafe { _mm512_mask_storeu_ps(p.add(at), mask, v) };
+                }
             }
         }
     }
@@ -467,7 +540,7 @@ mod x86 {
         w: &[u32],
         x: &[u8],
         tile: &Tile,
-        out: *mut f32,
+        out: Dst,
         stride: usize,
         cols: usize,
     ) {
@@ -503,7 +576,12 @@ mod x86 {
                 if let Some([lo, hi]) = tile.post.clamp {
                     v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
                 }
-                if let Some([inv, zero, scale]) = tile.post.fake_quant {
+                let at = r * stride + block * 8;
+                let quant = match out {
+                    Dst::U8(_) => Some(tile.post.fake_quant.unwrap_or(NO_QUANT)),
+                    Dst::F32(_) => tile.post.fake_quant,
+                };
+                if let Some([inv, zero, scale]) = quant {
                     let t = _mm256_mul_ps(v, _mm256_set1_ps(inv));
                     let t = _mm256_min_ps(
                         _mm256_max_ps(t, _mm256_set1_ps(-1024.0)),
@@ -513,20 +591,41 @@ mod x86 {
                     let t = _mm256_add_ps(t, _mm256_set1_ps(zero));
                     let t =
                         _mm256_min_ps(_mm256_max_ps(t, _mm256_setzero_ps()), _mm256_set1_ps(255.0));
+                    if let Dst::U8(p) = out {
+                        // Levels 0..=255 as i32, packed to bytes within each 128-bit
+                        // lane, then the two lanes' four bytes side by side.
+                        let i = _mm256_cvtps_epi32(t);
+                        let w = _mm256_packus_epi32(i, i);
+                        let b = _mm256_packus_epi16(w, w);
+                        let bytes = _mm_unpacklo_epi32(
+                            _mm256_castsi256_si128(b),
+                            _mm256_extracti128_si256::<1>(b),
+                        );
+                        let mut lanes = [0u8; 16];
+                        // SAFETY: `lanes` holds 16 bytes; the caller's contract
+                        // for `valid` bytes from `at`.
+                        unsafe {
+                            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, bytes);
+                            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p.add(at), valid);
+                        }
+                        continue;
+                    }
                     v = _mm256_mul_ps(
                         _mm256_sub_ps(t, _mm256_set1_ps(zero)),
                         _mm256_set1_ps(scale),
                     );
                 }
-                // SAFETY: the caller's contract, `valid` columns from `block · 8`.
-                unsafe {
-                    let dst = out.add(r * stride + block * 8);
-                    if valid == 8 {
-                        _mm256_storeu_ps(dst, v);
-                    } else {
-                        let mut lanes = [0f32; 8];
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid);
+                if let Dst::F32(p) = out {
+                    // SAFETY: the caller's contract, `valid` columns from `block · 8`.
+                    unsafe {
+                        let dst = p.add(at);
+                        if valid == 8 {
+                            _mm256_storeu_ps(dst, v);
+                        } else {
+                            let mut lanes = [0f32; 8];
+                            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                            std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid);
+                        }
                     }
                 }
             }
@@ -587,8 +686,26 @@ mod tests {
             let mut packed = Vec::new();
             pack_columns(&self.x, k, n, n, self.zero, &mut packed);
             let mut out = vec![f32::NAN; rows.len() * n];
+            let dst = Dst::F32(out.as_mut_ptr());
             // SAFETY: `out` holds `rows × n` values; `packed` was packed for `n` columns.
-            unsafe { product(&packed_w, rows, &packed, n, out.as_mut_ptr(), n, post) };
+            unsafe { product(&packed_w, rows, &packed, n, dst, n, post) };
+            out
+        }
+
+        /// The rows `rows` by `kernel` as levels (`post` must quantise).
+        fn levels(&self, kernel: Kernel, rows: std::ops::Range<usize>, post: &Post) -> Vec<u8> {
+            let (m, k, n) = self.mkn;
+            let packed_w =
+                PackedWeights::new(&self.w, m, k, self.zero, &self.scales, &self.shifts, kernel);
+            let mut packed = Vec::new();
+            pack_columns(&self.x, k, n, n, self.zero, &mut packed);
+            // A canary after the block: the stores write nothing past it.
+            let mut out = vec![0xA5u8; rows.len() * n + 64];
+            let dst = Dst::U8(out.as_mut_ptr());
+            // SAFETY: `out` holds `rows × n` values; `packed` was packed for `n` columns.
+            unsafe { product(&packed_w, rows.clone(), &packed, n, dst, n, post) };
+            assert!(out[rows.len() * n..].iter().all(|&b| b == 0xA5));
+            out.truncate(rows.len() * n);
             out
         }
     }
@@ -627,13 +744,29 @@ mod tests {
                 };
                 let want = case.naive();
                 let stepped: Vec<f32> = want.iter().map(|v| post.apply(*v)).collect();
+                let levels: Vec<u8> = want.iter().map(|v| post.level(*v) as u8).collect();
+                // A level dequantised is the stepped value, bit for bit.
+                let [_, z, sc] = post.fake_quant.unwrap();
+                for (l, v) in levels.iter().zip(&stepped) {
+                    assert_eq!((f32::from(*l) - z) * sc, *v);
+                }
                 for kernel in Kernel::detected() {
                     let what = format!("{kernel:?} m {m} k {k} n {n} zero {zero}");
                     assert_eq!(case.run(kernel, 0..m, &Post::default()), want, "{what}");
                     assert_eq!(case.run(kernel, 0..m, &post), stepped, "{what} with steps");
+                    assert_eq!(case.levels(kernel, 0..m, &post), levels, "{what} levels");
+                    // No clamp, and a scale that saturates most values at 0 or 255.
+                    let wide = Post {
+                        clamp: None,
+                        fake_quant: Some([1.0 / 0.01, 128.0, 0.01]),
+                    };
+                    let wide_levels: Vec<u8> = want.iter().map(|v| wide.level(*v) as u8).collect();
+                    assert_eq!(case.levels(kernel, 0..m, &wide), wide_levels, "{what} wide");
                     if m > MR {
                         let part = case.run(kernel, MR..m, &Post::default());
                         assert_eq!(part, want[MR * n..], "{what} rows {MR}..");
+                        let part = case.levels(kernel, MR..m, &post);
+                        assert_eq!(part, levels[MR * n..], "{what} levels rows {MR}..");
                     }
                 }
             }
