@@ -501,26 +501,10 @@ mod tests {
     use super::*;
     use crate::backend::ops::depthwise::tests::depthwise_conv;
     use crate::backend::ops::gemm_conv::tests::values;
+    use crate::backend::ops::qgemm_conv::tests::{run, wire_pair};
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};
-    use tract_onnx::tract_core::ops::quant::{quantize_linear_u8, DequantizeLinearF32};
     use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
-
-    fn pair(m: &mut TypedModel, name: &str, x: OutletId, scale: f32, zero: u8) -> OutletId {
-        let q = m
-            .wire_node(
-                format!("{name}.q"),
-                quantize_linear_u8(1.0 / scale, zero),
-                &[x],
-            )
-            .unwrap();
-        m.wire_node(
-            format!("{name}.dq"),
-            DequantizeLinearF32::new(scale, zero as i32),
-            &q,
-        )
-        .unwrap()[0]
-    }
 
     fn relu6(m: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
         let zero = m
@@ -593,10 +577,10 @@ mod tests {
     ) -> TypedModel {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, c, hw, hw])).unwrap();
-        let x = pair(&mut m, "in", x, 0.02, 120);
+        let x = wire_pair(&mut m, "in", x, 0.02, 120);
         let y = mix(&mut m, "expand", x, c, e, seed);
         let y = relu6(&mut m, "expand.relu", y);
-        let y = pair(&mut m, "expanded", y, 6.0 / 255.0, 0);
+        let y = wire_pair(&mut m, "expanded", y, 6.0 / 255.0, 0);
         let k: Vec<f32> = values(e * kernel * kernel, seed + 7)
             .iter()
             .map(|v| v * 0.5)
@@ -613,25 +597,10 @@ mod tests {
         let dw = depthwise_conv(DataFormat::NCHW, e, kernel, padding, stride, 1);
         let y = m.wire_node("dw", dw, &[y, k, b]).unwrap()[0];
         let y = relu6(&mut m, "dw.relu", y);
-        let y = pair(&mut m, "dw.out", y, 6.0 / 255.0, 0);
+        let y = wire_pair(&mut m, "dw.out", y, 6.0 / 255.0, 0);
         let y = mix(&mut m, "project", y, e, c, seed + 5);
         m.select_output_outlets(&[y]).unwrap();
         m.into_decluttered().unwrap()
-    }
-
-    fn run(model: &TypedModel, input: &Tensor) -> Vec<f32> {
-        let out = model
-            .clone()
-            .into_runnable()
-            .unwrap()
-            .run(tvec!(input.clone().into_tvalue()))
-            .unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
     }
 
     /// With levels passed between the INT8 ops, a block gives bit for bit the

@@ -409,7 +409,7 @@ impl TypedOp for QGemmConv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::ops::gemm_conv::tests::values;
     use tract_onnx::tract_core::ops::array::{Pad, PadMode};
@@ -434,7 +434,14 @@ mod tests {
         pad_node: Option<(usize, usize)>,
     }
 
-    fn wire_pair(m: &mut TypedModel, name: &str, x: OutletId, scale: f32, zero: u8) -> OutletId {
+    /// A `QuantizeLinear` / `DequantizeLinear` pair after `x`, as tract reads it.
+    pub(crate) fn wire_pair(
+        m: &mut TypedModel,
+        name: &str,
+        x: OutletId,
+        scale: f32,
+        zero: u8,
+    ) -> OutletId {
         let q = m
             .wire_node(
                 format!("{name}.q"),
@@ -513,8 +520,10 @@ mod tests {
         m.into_decluttered().unwrap()
     }
 
-    fn run(model: TypedModel, input: &Tensor) -> Vec<f32> {
+    /// The model's first output on `input`, as f32 values.
+    pub(crate) fn run(model: &TypedModel, input: &Tensor) -> Vec<f32> {
         let out = model
+            .clone()
             .into_runnable()
             .unwrap()
             .run(tvec!(input.clone().into_tvalue()))
@@ -599,10 +608,10 @@ mod tests {
                 .map(|v| v * 2.5)
                 .collect();
             let input = tensor1(&input).into_shape(&[1, layer.c, h, w]).unwrap();
-            let want = run(model.clone(), &input);
+            let want = run(&model, &input);
             for threads in [1, 2] {
                 let got = multithread_tract_scope(Executor::multithread(threads), || {
-                    run(rewritten.clone(), &input)
+                    run(&rewritten, &input)
                 });
                 assert_eq!(got.len(), want.len());
                 let step = 6.0 / 255.0;

@@ -678,13 +678,20 @@ mod tests {
             out
         }
 
-        /// The rows `rows` by `kernel`, each value through `post`.
-        fn run(&self, kernel: Kernel, rows: std::ops::Range<usize>, post: &Post) -> Vec<f32> {
+        /// The weights packed for `kernel`, and the activations.
+        fn packed(&self, kernel: Kernel) -> (PackedWeights, Vec<u8>) {
             let (m, k, n) = self.mkn;
             let packed_w =
                 PackedWeights::new(&self.w, m, k, self.zero, &self.scales, &self.shifts, kernel);
             let mut packed = Vec::new();
             pack_columns(&self.x, k, n, n, self.zero, &mut packed);
+            (packed_w, packed)
+        }
+
+        /// The rows `rows` by `kernel`, each value through `post`.
+        fn run(&self, kernel: Kernel, rows: std::ops::Range<usize>, post: &Post) -> Vec<f32> {
+            let n = self.mkn.2;
+            let (packed_w, packed) = self.packed(kernel);
             let mut out = vec![f32::NAN; rows.len() * n];
             let dst = Dst::F32(out.as_mut_ptr());
             // SAFETY: `out` holds `rows × n` values; `packed` was packed for `n` columns.
@@ -694,11 +701,8 @@ mod tests {
 
         /// The rows `rows` by `kernel` as levels (`post` must quantise).
         fn levels(&self, kernel: Kernel, rows: std::ops::Range<usize>, post: &Post) -> Vec<u8> {
-            let (m, k, n) = self.mkn;
-            let packed_w =
-                PackedWeights::new(&self.w, m, k, self.zero, &self.scales, &self.shifts, kernel);
-            let mut packed = Vec::new();
-            pack_columns(&self.x, k, n, n, self.zero, &mut packed);
+            let n = self.mkn.2;
+            let (packed_w, packed) = self.packed(kernel);
             // A canary after the block: the stores write nothing past it.
             let mut out = vec![0xA5u8; rows.len() * n + 64];
             let dst = Dst::U8(out.as_mut_ptr());
