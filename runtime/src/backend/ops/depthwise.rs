@@ -83,6 +83,19 @@ impl Depthwise {
         })
     }
 
+    /// This op writing the levels of `quant` instead of f32 values (without its
+    /// last activation, a quantise-dequantise pair, if `drop_pair`).
+    pub fn writing_levels(&self, quant: U8Quant, drop_pair: bool) -> Option<Depthwise> {
+        let mut op = self.clone();
+        if drop_pair {
+            op.pointwise.0.pop();
+        }
+        op.output_levels.is_none().then(|| {
+            op.output_levels = Some(quant);
+            op
+        })
+    }
+
     /// Whether this op runs this geometry faster than tract's `DepthWiseConv`.
     ///
     /// Measured on EfficientNet-Lite0 (release, 1 thread, Xeon with AVX-512): with

@@ -312,30 +312,18 @@ pub fn pass_levels(model: &mut TypedModel) -> TractResult<usize> {
             Some(activation::Activation::FakeQuant(q)) => Some(*q),
             _ => None,
         };
-        // The producer's new op, and the consumer's, reading levels of `quant`.
+        // The producer's new op, writing levels of `quant` (after dropping its
+        // last step, the pair, for a consumer that dequantises).
         let producer_levels =
             |quant: quant::U8Quant, drop_pair: bool| -> Option<Box<dyn TypedOp>> {
-                if let Some(op) = node.op_as::<QGemmConv>() {
-                    let mut op = op.clone();
-                    if drop_pair {
-                        op.pointwise.0.pop();
-                    }
-                    (op.output_levels.is_none() && op.can_write_levels()).then(|| {
-                        op.output_levels = Some(quant);
-                        Box::new(op) as Box<dyn TypedOp>
+                node.op_as::<QGemmConv>()
+                    .and_then(|op| op.writing_levels(quant, drop_pair))
+                    .map(|op| Box::new(op) as Box<dyn TypedOp>)
+                    .or_else(|| {
+                        node.op_as::<Depthwise>()
+                            .and_then(|op| op.writing_levels(quant, drop_pair))
+                            .map(|op| Box::new(op) as Box<dyn TypedOp>)
                     })
-                } else if let Some(op) = node.op_as::<Depthwise>() {
-                    let mut op = op.clone();
-                    if drop_pair {
-                        op.pointwise.0.pop();
-                    }
-                    op.output_levels.is_none().then(|| {
-                        op.output_levels = Some(quant);
-                        Box::new(op) as Box<dyn TypedOp>
-                    })
-                } else {
-                    None
-                }
             };
         let ops = if let Some(c) = consumer.op_as::<QGemmConv>().filter(|c| !c.input_levels) {
             // The product quantises its input itself: the producer does it instead.

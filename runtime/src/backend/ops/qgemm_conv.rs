@@ -167,11 +167,20 @@ impl QGemmConv {
         }
     }
 
-    /// Whether the kernel's store can write this op's output as the levels of
-    /// `quant`: every activation runs in the store and none quantises already.
-    pub fn can_write_levels(&self) -> bool {
-        let (post, rest) = store_steps(&self.pointwise);
-        rest.is_empty() && post.fake_quant.is_none()
+    /// This op writing the levels of `quant` instead of f32 values (without its
+    /// last activation, a quantise-dequantise pair, if `drop_pair`), where the
+    /// kernel's store can: every activation runs in the store and none
+    /// quantises already.
+    pub fn writing_levels(&self, quant: U8Quant, drop_pair: bool) -> Option<QGemmConv> {
+        let mut op = self.clone();
+        if drop_pair {
+            op.pointwise.0.pop();
+        }
+        let (post, rest) = store_steps(&op.pointwise);
+        (self.output_levels.is_none() && rest.is_empty() && post.fake_quant.is_none()).then(|| {
+            op.output_levels = Some(quant);
+            op
+        })
     }
 
     /// Runs the op on `images` inputs into `output`: `f32` values or levels, as

@@ -115,6 +115,16 @@ impl Dst {
 const NO_QUANT: [f32; 3] = [1.0, 0.0, 1.0];
 
 impl Post {
+    /// The quantise step a store to `out` runs: the post's own, and for levels
+    /// always one.
+    #[inline(always)]
+    fn quant_for(&self, out: Dst) -> Option<[f32; 3]> {
+        match out {
+            Dst::U8(_) => Some(self.fake_quant.unwrap_or(NO_QUANT)),
+            Dst::F32(_) => self.fake_quant,
+        }
+    }
+
     /// The quantised level (0..=255, as `f32`) of a value that went through the
     /// clamp; what [`Dst::U8`] stores.
     // max/min rather than clamp: NaN goes to a bound, as `_mm*_max_ps` does.
@@ -437,7 +447,7 @@ unsafe fn portable(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Dst, Tile, MR, NO_QUANT, NR};
+    use super::{Dst, Tile, MR, NR};
     use std::arch::x86_64::*;
 
     /// AVX-512 VNNI: [`MR`] rows × [`NR`] columns in 16 vectors of sums.
@@ -487,10 +497,7 @@ mod x86 {
                 }
                 let mask = ((1u32 << valid) - 1) as u16;
                 let at = r * stride + h * 16;
-                let quant = match out {
-                    Dst::U8(_) => Some(tile.post.fake_quant.unwrap_or(NO_QUANT)),
-                    Dst::F32(_) => tile.post.fake_quant,
-                };
+                let quant = tile.post.quant_for(out);
                 if let Some([inv, zero, scale]) = quant {
                     let t = _mm512_mul_ps(v, _mm512_set1_ps(inv));
                     let t = _mm512_min_ps(
@@ -577,10 +584,7 @@ mod x86 {
                     v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
                 }
                 let at = r * stride + block * 8;
-                let quant = match out {
-                    Dst::U8(_) => Some(tile.post.fake_quant.unwrap_or(NO_QUANT)),
-                    Dst::F32(_) => tile.post.fake_quant,
-                };
+                let quant = tile.post.quant_for(out);
                 if let Some([inv, zero, scale]) = quant {
                     let t = _mm256_mul_ps(v, _mm256_set1_ps(inv));
                     let t = _mm256_min_ps(
