@@ -155,6 +155,7 @@ pub fn dequantize_weights(graph: &mut GraphProto) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ops::qgemm_conv::tests::run as run_model;
     use tract_onnx::pb::{
         tensor_shape_proto::{dimension, Dimension},
         type_proto, AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
@@ -270,17 +271,8 @@ mod tests {
             .with_input_fact(0, f32::fact([3, 4]).into())
             .unwrap()
             .into_optimized()
-            .unwrap()
-            .into_runnable()
             .unwrap();
-        let x = Tensor::zero::<f32>(&[3, 4]).unwrap();
-        let out = model.run(tvec!(x.into_tvalue())).unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
+        run_model(&model, &Tensor::zero::<f32>(&[3, 4]).unwrap())
     }
 
     /// The folded initializers give tract's values bit for bit; the nodes, the
