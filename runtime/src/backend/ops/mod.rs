@@ -608,10 +608,18 @@ mod tests {
             (4, 16, 23, 3, 2),
             (6, 20, 14, 5, 2),
             (3, 10, 30, 3, 1),
+            (5, 12, 9, 5, 1),
+            (4, 15, 17, 3, 2),
         ]
         .iter()
         .enumerate()
         {
+            // On aarch64 tract moves depthwise convolutions of 16 channels or more
+            // to channels-last for its NEON routine, and Outpost's ops leave those
+            // to tract.
+            if cfg!(target_arch = "aarch64") && e >= 16 {
+                continue;
+            }
             let model = block(c, e, hw, kernel, stride, seed);
             let mut plain = model.clone();
             rewrite_decluttered_with(&mut plain, false).unwrap();

@@ -64,7 +64,7 @@ pub struct QGemmConv {
 }
 
 /// Whether QDQ products run in INT8 here: where a vector kernel exists
-/// (x86-64 with AVX2 or AVX-512 VNNI), unless `OUTPOST_INT8=off` (an escape
+/// (x86-64 with AVX2 or AVX-512 VNNI, aarch64 NEON), unless `OUTPOST_INT8=off` (an escape
 /// hatch, and the "before" of benchmarks).
 pub fn enabled() -> bool {
     Kernel::native() != Kernel::Portable

@@ -445,6 +445,7 @@ mod tests {
     }
 
     /// The kernel's output alone.
+    #[cfg(target_arch = "x86_64")]
     fn run_on(
         kernel: DepthwiseWF32,
         taps: usize,

@@ -11,10 +11,17 @@
 //! - activations in panels of [`NR`] columns: `[panel][k / 4][column][4]`, packed
 //!   per block by the caller ([`pack_columns`]).
 //!
-//! Kernels, picked once per CPU: AVX-512 VNNI (64 multiply-adds an instruction);
-//! AVX2 (sign-extended to `i16` pairs for `vpmaddwd`, exact, 16 an instruction);
-//! and a portable loop everywhere else (aarch64 and armv7 included). All three sum
-//! exactly in `i32`, so they give bit-identical results.
+//! Kernels, picked once per CPU:
+//! - x86-64: AVX-512 VNNI (64 multiply-adds an instruction); AVX2 (sign-extended to
+//!   `i16` pairs for `vpmaddwd`, exact, 16 an instruction);
+//! - aarch64: the dot-product extension (ARMv8.2 `sdot`, 16 an instruction; Cortex-A55/
+//!   A76 and later, RK3588, Jetson Orin); plain NEON everywhere else (`smull` into `i16`
+//!   then `sadalp`, 8 in two instructions; Cortex-A53/A57/A72, Raspberry Pi 3/4,
+//!   Jetson Nano). NEON has no `u8 × i8` dot product before ARMv8.6, so both take the
+//!   activations as `i8` (`x − 128`) and fold `128 · Σ w` into the row offsets;
+//! - a portable loop everywhere else (armv7 included).
+//!
+//! All of them sum exactly in `i32`, so they give bit-identical results.
 
 use std::sync::OnceLock;
 
@@ -30,13 +37,17 @@ pub enum Kernel {
     Avx512Vnni,
     /// x86-64 AVX2 (`vpmaddwd` on sign-extended pairs).
     Avx2,
+    /// aarch64 with the dot-product extension (`sdot`).
+    NeonDot,
+    /// aarch64 NEON (`smull` and `sadalp`).
+    Neon,
     /// Plain Rust, for every other CPU.
     Portable,
 }
 
 impl Kernel {
-    /// The best kernel this CPU runs; `OUTPOST_QGEMM=portable|avx2` caps it (for
-    /// tests and comparisons).
+    /// The best kernel this CPU runs; `OUTPOST_QGEMM=portable|avx2|neon` caps it
+    /// (for tests and comparisons).
     pub fn native() -> Kernel {
         static NATIVE: OnceLock<Kernel> = OnceLock::new();
         *NATIVE.get_or_init(|| {
@@ -46,6 +57,7 @@ impl Kernel {
                 .find(|k| match cap.as_str() {
                     "portable" => *k == Kernel::Portable,
                     "avx2" => *k != Kernel::Avx512Vnni,
+                    "neon" => *k != Kernel::NeonDot,
                     _ => true,
                 })
                 .unwrap_or(Kernel::Portable)
@@ -53,6 +65,8 @@ impl Kernel {
     }
 
     /// Every kernel this CPU can run, best first.
+    // On armv7 only the last push remains.
+    #[allow(clippy::vec_init_then_push)]
     pub fn detected() -> Vec<Kernel> {
         let mut found = Vec::new();
         #[cfg(target_arch = "x86_64")]
@@ -67,8 +81,20 @@ impl Kernel {
                 found.push(Kernel::Avx2);
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                found.push(Kernel::NeonDot);
+            }
+            found.push(Kernel::Neon);
+        }
         found.push(Kernel::Portable);
         found
+    }
+
+    /// Whether the kernel multiplies `x − 128` as `i8` rather than `x` as `u8`.
+    fn shifts_activations(self) -> bool {
+        matches!(self, Kernel::NeonDot | Kernel::Neon)
     }
 }
 
@@ -117,6 +143,7 @@ const NO_QUANT: [f32; 3] = [1.0, 0.0, 1.0];
 impl Post {
     /// The quantise step a store to `out` runs: the post's own, and for levels
     /// always one.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn quant_for(&self, out: Dst) -> Option<[f32; 3]> {
         match out {
@@ -168,7 +195,8 @@ pub struct PackedWeights {
     /// For [`Kernel::Avx2`]: the same weights as `i16` pairs, `(w0, w2)` then
     /// `(w1, w3)` of each quad: `[panel][k / 4][row][2]`.
     pairs: Vec<u32>,
-    /// Per row, `zero · Σ_k w[o, k]`: what the activations' zero point adds.
+    /// Per row, `zero · Σ_k w[o, k]`: what the activations' zero point adds
+    /// (`(zero − 128) · Σ_k w[o, k]` for kernels that shift the activations).
     offsets: Vec<i32>,
     /// Per row, the factor from an `i32` sum to `f32` (as bits, for `Hash`).
     scales: Vec<u32>,
@@ -220,10 +248,12 @@ impl PackedWeights {
         } else {
             Vec::new()
         };
+        // Σ w·x = Σ w·(x − 128) + 128 · Σ w, for the kernels that sum the former.
+        let zero = i32::from(zero) - if kernel.shifts_activations() { 128 } else { 0 };
         let offsets = weights
             .chunks_exact(k.max(1))
             .take(m)
-            .map(|row| i32::from(zero) * row.iter().map(|&w| i32::from(w)).sum::<i32>())
+            .map(|row| zero * row.iter().map(|&w| i32::from(w)).sum::<i32>())
             .collect();
         PackedWeights {
             m,
@@ -273,6 +303,8 @@ pub fn pack_columns(
 /// `dst[4c + j] = rows[j][first + c]` for `c < width`; missing rows keep `dst`'s value.
 #[inline]
 fn interleave4(rows: &[Option<&[u8]>; 4], first: usize, width: usize, dst: &mut [u8]) {
+    // Advanced only by the x86-64 vector loop.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if let [Some(a), Some(b), Some(c), Some(d)] = rows {
@@ -363,11 +395,22 @@ pub unsafe fn product(
                         stride,
                         cols,
                     ),
-                    _ => portable(
-                        kq,
-                        &weights.quads[panel * kq * MR * 4..],
-                        x,
-                        &tile,
+                    #[cfg(target_arch = "aarch64")]
+                    Kernel::NeonDot => tile.store_all(
+                        &neon::sums_dot(kq, &weights.quads[panel * kq * MR * 4..], x),
+                        out,
+                        stride,
+                        cols,
+                    ),
+                    #[cfg(target_arch = "aarch64")]
+                    Kernel::Neon => tile.store_all(
+                        &neon::sums(kq, &weights.quads[panel * kq * MR * 4..], x),
+                        out,
+                        stride,
+                        cols,
+                    ),
+                    _ => tile.store_all(
+                        &portable(kq, &weights.quads[panel * kq * MR * 4..], x),
                         out,
                         stride,
                         cols,
@@ -414,19 +457,26 @@ impl Tile<'_> {
     }
 }
 
-/// The kernel in plain Rust: one panel of [`MR`] rows by [`NR`] columns.
-///
-/// # Safety
-/// `out` writable at `r · stride + c` for `r < tile.rows`, `c < cols`.
-unsafe fn portable(
-    kq: usize,
-    w: &[i8],
-    x: &[u8],
-    tile: &Tile,
-    out: Dst,
-    stride: usize,
-    cols: usize,
-) {
+/// One panel's sums, [`MR`] rows by [`NR`] columns.
+type Sums = [[i32; NR]; MR];
+
+impl Tile<'_> {
+    /// Stores the panel's values for `sums` at `out + r · stride + c`.
+    ///
+    /// # Safety
+    /// `out` writable at `r · stride + c` for `r < self.rows`, `c < cols`.
+    unsafe fn store_all(&self, sums: &Sums, out: Dst, stride: usize, cols: usize) {
+        for (r, acc) in sums.iter().enumerate().take(self.rows) {
+            for (c, &sum) in acc.iter().enumerate().take(cols) {
+                // SAFETY: the function's contract.
+                unsafe { self.store(out, r * stride + c, r, sum) };
+            }
+        }
+    }
+}
+
+/// The kernel in plain Rust: one panel's sums.
+fn portable(kq: usize, w: &[i8], x: &[u8]) -> Sums {
     let mut acc = [[0i32; NR]; MR];
     for (wq, xq) in w.chunks_exact(MR * 4).zip(x.chunks_exact(NR * 4)).take(kq) {
         for (acc, wr) in acc.iter_mut().zip(wq.chunks_exact(4)) {
@@ -437,11 +487,129 @@ unsafe fn portable(
             }
         }
     }
-    for (r, acc) in acc.iter().enumerate().take(tile.rows) {
-        for (c, &sum) in acc.iter().enumerate().take(cols) {
-            // SAFETY: the function's contract.
-            unsafe { tile.store(out, r * stride + c, r, sum) };
+    acc
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    //! Both kernels sum `w · (x − 128)`: NEON multiplies `i8` by `i8`, and
+    //! [`super::PackedWeights`] folds the `128 · Σ w` into the row offsets. The
+    //! values are stored by the portable store, so every kernel gives the same bits.
+    use super::{Sums, MR, NR};
+    use std::arch::aarch64::*;
+
+    /// `x − 128` as `i8` for 16 packed activations at `p`.
+    ///
+    /// # Safety
+    /// 16 bytes readable at `p`.
+    #[inline(always)]
+    unsafe fn shifted(p: *const u8) -> int8x16_t {
+        // SAFETY: the caller's contract; NEON is part of aarch64.
+        unsafe { vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p), vdupq_n_u8(0x80))) }
+    }
+
+    /// With `sdot`: 8 columns at a time, 8 rows × 2 vectors of sums; each
+    /// instruction adds one row's 4 weights (a lane of `w`) times 4 columns' 4
+    /// activations.
+    ///
+    /// # Safety
+    /// The CPU has the dot-product extension.
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn sums_dot(kq: usize, w: &[i8], x: &[u8]) -> Sums {
+        assert!(w.len() >= kq * MR * 4 && x.len() >= kq * NR * 4);
+        // `sdot` by element, written out: its intrinsic is not stable in Rust 1.89.
+        macro_rules! sdot {
+            ($acc:expr, $x:expr, $w:expr, $lane:literal) => {
+                // SAFETY: a register-only instruction the CPU has (the target feature).
+                unsafe {
+                    std::arch::asm!(
+                        concat!("sdot {a:v}.4s, {x:v}.16b, {w:v}.4b[", $lane, "]"),
+                        a = inout(vreg) $acc,
+                        x = in(vreg) $x,
+                        w = in(vreg) $w,
+                        options(pure, nomem, nostack, preserves_flags)
+                    )
+                }
+            };
         }
+        let mut out = [[0i32; NR]; MR];
+        for chunk in 0..NR / 8 {
+            let mut acc = [[vdupq_n_s32(0); 2]; MR];
+            for q in 0..kq {
+                // SAFETY: in bounds (asserted above): weights `q · MR · 4 + 32`,
+                // activations `q · NR · 4 + 32 · chunk + 32`.
+                let (w0, w1, x0, x1) = unsafe {
+                    let wp = w.as_ptr().add(q * MR * 4);
+                    let xp = x.as_ptr().add(q * NR * 4 + chunk * 32);
+                    (
+                        vld1q_s8(wp),
+                        vld1q_s8(wp.add(16)),
+                        shifted(xp),
+                        shifted(xp.add(16)),
+                    )
+                };
+                sdot!(acc[0][0], x0, w0, 0);
+                sdot!(acc[0][1], x1, w0, 0);
+                sdot!(acc[1][0], x0, w0, 1);
+                sdot!(acc[1][1], x1, w0, 1);
+                sdot!(acc[2][0], x0, w0, 2);
+                sdot!(acc[2][1], x1, w0, 2);
+                sdot!(acc[3][0], x0, w0, 3);
+                sdot!(acc[3][1], x1, w0, 3);
+                sdot!(acc[4][0], x0, w1, 0);
+                sdot!(acc[4][1], x1, w1, 0);
+                sdot!(acc[5][0], x0, w1, 1);
+                sdot!(acc[5][1], x1, w1, 1);
+                sdot!(acc[6][0], x0, w1, 2);
+                sdot!(acc[6][1], x1, w1, 2);
+                sdot!(acc[7][0], x0, w1, 3);
+                sdot!(acc[7][1], x1, w1, 3);
+            }
+            for (row, acc) in out.iter_mut().zip(&acc) {
+                let at = &mut row[chunk * 8..chunk * 8 + 8];
+                // SAFETY: 8 `i32` writable at `at`.
+                unsafe {
+                    vst1q_s32(at.as_mut_ptr(), acc[0]);
+                    vst1q_s32(at.as_mut_ptr().add(4), acc[1]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Plain NEON: 4 columns at a time. `smull` multiplies 2 columns' 4
+    /// activations by a row's 4 weights (broadcast) into `i16` (exact: |product|
+    /// ≤ 2¹⁴), `sadalp` adds neighbouring pairs into `i32`, and one `addp` at the
+    /// end folds the two pairs of each column.
+    ///
+    /// # Safety
+    /// None beyond aarch64 (NEON is part of it).
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn sums(kq: usize, w: &[i8], x: &[u8]) -> Sums {
+        assert!(w.len() >= kq * MR * 4 && x.len() >= kq * NR * 4);
+        let mut out = [[0i32; NR]; MR];
+        for chunk in 0..NR / 4 {
+            let mut lo = [vdupq_n_s32(0); MR];
+            let mut hi = [vdupq_n_s32(0); MR];
+            for q in 0..kq {
+                // SAFETY: in bounds (asserted above): activations `q · NR · 4 +
+                // 16 · chunk + 16`, weights `q · MR · 4 + 4 · MR`.
+                unsafe {
+                    let xv = shifted(x.as_ptr().add(q * NR * 4 + chunk * 16));
+                    let wp = w.as_ptr().add(q * MR * 4) as *const i32;
+                    for r in 0..MR {
+                        let wb = vreinterpretq_s8_s32(vld1q_dup_s32(wp.add(r)));
+                        lo[r] = vpadalq_s16(lo[r], vmull_s8(vget_low_s8(xv), vget_low_s8(wb)));
+                        hi[r] = vpadalq_s16(hi[r], vmull_high_s8(xv, wb));
+                    }
+                }
+            }
+            for (row, (lo, hi)) in out.iter_mut().zip(lo.iter().zip(&hi)) {
+                // SAFETY: 4 `i32` writable at `row[4 · chunk]`.
+                unsafe { vst1q_s32(row[chunk * 4..].as_mut_ptr(), vpaddq_s32(*lo, *hi)) };
+            }
+        }
+        out
     }
 }
 
