@@ -374,17 +374,10 @@ pub unsafe fn product(
             // `first..first + tile.rows` of `rows`, columns `cp·NR..+cols`.
             unsafe {
                 let out = out.add((first - rows.start) * stride + cp * NR);
+                let quads = &weights.quads[panel * kq * MR * 4..];
                 match weights.kernel {
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512Vnni => x86::vnni(
-                        kq,
-                        &weights.quads[panel * kq * MR * 4..],
-                        x,
-                        &tile,
-                        out,
-                        stride,
-                        cols,
-                    ),
+                    Kernel::Avx512Vnni => x86::vnni(kq, quads, x, &tile, out, stride, cols),
                     #[cfg(target_arch = "x86_64")]
                     Kernel::Avx2 => x86::avx2(
                         kq,
@@ -395,26 +388,7 @@ pub unsafe fn product(
                         stride,
                         cols,
                     ),
-                    #[cfg(target_arch = "aarch64")]
-                    Kernel::NeonDot => tile.store_all(
-                        &neon::sums_dot(kq, &weights.quads[panel * kq * MR * 4..], x),
-                        out,
-                        stride,
-                        cols,
-                    ),
-                    #[cfg(target_arch = "aarch64")]
-                    Kernel::Neon => tile.store_all(
-                        &neon::sums(kq, &weights.quads[panel * kq * MR * 4..], x),
-                        out,
-                        stride,
-                        cols,
-                    ),
-                    _ => tile.store_all(
-                        &portable(kq, &weights.quads[panel * kq * MR * 4..], x),
-                        out,
-                        stride,
-                        cols,
-                    ),
+                    kernel => tile.store_all(&sums(kernel, kq, quads, x), out, stride, cols),
                 }
             }
         }
@@ -472,6 +446,22 @@ impl Tile<'_> {
                 unsafe { self.store(out, r * stride + c, r, sum) };
             }
         }
+    }
+}
+
+/// One panel's sums by a kernel that leaves the store to [`Tile::store_all`].
+///
+/// # Safety
+/// The CPU runs `kernel`.
+unsafe fn sums(kernel: Kernel, kq: usize, w: &[i8], x: &[u8]) -> Sums {
+    match kernel {
+        // SAFETY: the caller's contract.
+        #[cfg(target_arch = "aarch64")]
+        Kernel::NeonDot => unsafe { neon::sums_dot(kq, w, x) },
+        // SAFETY: NEON is part of aarch64.
+        #[cfg(target_arch = "aarch64")]
+        Kernel::Neon => unsafe { neon::sums(kq, w, x) },
+        _ => portable(kq, w, x),
     }
 }
 
