@@ -588,7 +588,8 @@ mod neon {
                     let xv = shifted(x.as_ptr().add(q * NR * 4 + chunk * 16));
                     let wp = w.as_ptr().add(q * MR * 4) as *const i32;
                     for r in 0..MR {
-                        let wb = vreinterpretq_s8_s32(vld1q_dup_s32(wp.add(r)));
+                        // The weights are `i8`: no alignment promised for the `i32` read.
+                        let wb = vreinterpretq_s8_s32(vdupq_n_s32(wp.add(r).read_unaligned()));
                         lo[r] = vpadalq_s16(lo[r], vmull_s8(vget_low_s8(xv), vget_low_s8(wb)));
                         hi[r] = vpadalq_s16(hi[r], vmull_high_s8(xv, wb));
                     }
