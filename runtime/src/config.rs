@@ -233,6 +233,64 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keys [`Config::set`] takes, one per field, as the bindings (C, Java,
+    /// Swift) name them; each matches its `OUTPOST_*` variable without the prefix.
+    pub const KEYS: [&'static str; 11] = [
+        "threads",
+        "backend",
+        "precision",
+        "threshold",
+        "top_k",
+        "serial",
+        "license_dir",
+        "app_id",
+        "license_server",
+        "log_level",
+        "trusted_keys",
+    ];
+
+    /// Sets one field from its text form, as the bindings pass settings;
+    /// `None` (or an empty value) unsets it, back to the environment and the
+    /// default. `trusted_keys` is a path list split like `OUTPOST_TRUSTED_KEYS`.
+    /// An unknown key or a value that does not parse is [`Error::InvalidConfig`].
+    pub fn set(&mut self, key: &str, value: Option<&str>) -> Result<()> {
+        let value = value.map(str::trim).filter(|v| !v.is_empty());
+        fn parse<T: FromStr>(key: &str, value: Option<&str>) -> Result<Option<T>>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value
+                .map(|v| {
+                    v.parse::<T>()
+                        .map_err(|e| Error::InvalidConfig(format!("{key} = {v:?}: {e}")))
+                })
+                .transpose()
+        }
+        let text = value.map(str::to_string);
+        match key {
+            "threads" => self.threads = parse(key, value)?,
+            "backend" => self.backend = parse(key, value)?,
+            "precision" => self.precision = parse(key, value)?,
+            "threshold" => self.threshold = parse(key, value)?,
+            "top_k" => self.top_k = parse(key, value)?,
+            "serial" => self.serial = text,
+            "license_dir" => self.license_dir = text.map(PathBuf::from),
+            "app_id" => self.app_id = text,
+            "license_server" => self.license_server = text,
+            "log_level" => self.log_level = parse(key, value)?,
+            "trusted_keys" => self.trusted_keys = value.map(|v| std::env::split_paths(v).collect()),
+            _ => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown setting {key:?} (expected one of {})",
+                    Config::KEYS.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The code value if set, else the parsed environment variable, else `None`.
 fn pick<T: FromStr>(
     code: Option<T>,
@@ -386,6 +444,49 @@ mod tests {
             let err = Config::default().resolve_with(env(&[(k, v)])).unwrap_err();
             assert_eq!(err.code(), 1001, "{k}");
         }
+    }
+
+    #[test]
+    fn set_takes_every_key_and_refuses_bad_ones() {
+        let mut c = Config::default();
+        for (k, v) in [
+            ("threads", "3"),
+            ("backend", "cpu"),
+            ("precision", "int8"),
+            ("threshold", "0.5"),
+            ("top_k", "4"),
+            ("serial", "ABCD"),
+            ("license_dir", "/lic"),
+            ("app_id", "com.acme"),
+            ("license_server", "http://s"),
+            ("log_level", "debug"),
+            ("trusted_keys", "/a.key:/b"),
+        ] {
+            c.set(k, Some(v)).unwrap();
+        }
+        assert_eq!(c.threads, Some(3));
+        assert_eq!(c.backend, Some(BackendKind::Cpu));
+        assert_eq!(c.precision, Some(Precision::Int8));
+        assert_eq!(c.threshold, Some(0.5));
+        assert_eq!(c.top_k, Some(4));
+        assert_eq!(c.serial.as_deref(), Some("ABCD"));
+        assert_eq!(c.license_dir, Some(PathBuf::from("/lic")));
+        assert_eq!(c.app_id.as_deref(), Some("com.acme"));
+        assert_eq!(c.license_server.as_deref(), Some("http://s"));
+        assert_eq!(c.log_level, Some(LogLevel::Debug));
+        assert_eq!(
+            c.trusted_keys,
+            Some(vec![PathBuf::from("/a.key"), PathBuf::from("/b")])
+        );
+        c.set("threads", None).unwrap();
+        c.set("serial", Some("  ")).unwrap();
+        assert_eq!((c.threads, c.serial.clone()), (None, None));
+        for (k, v) in [("threads", "many"), ("backend", "tpu"), ("colour", "red")] {
+            let err = c.set(k, Some(v)).unwrap_err();
+            assert_eq!(err.code(), 1001, "{k}");
+            assert!(err.to_string().contains(k), "{err}");
+        }
+        assert_eq!(Config::KEYS.len(), 11);
     }
 
     #[test]

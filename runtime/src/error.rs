@@ -55,6 +55,14 @@ pub enum Error {
         /// Largest side accepted.
         max: u32,
     },
+    /// An argument is unusable: a null pointer, a string that is not UTF-8, a size
+    /// that does not match its buffer (from the C, Java and Swift bindings).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A handle passed to a binding was freed already, never made by this library,
+    /// or is of another kind (a results handle where a predictor is expected).
+    #[error("invalid handle: {0}")]
+    InvalidHandle(String),
     /// A file given by the caller could not be read.
     #[error("cannot read {file}: {reason}")]
     Io {
@@ -131,6 +139,10 @@ pub enum Error {
     /// The backend failed while running the model.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// A bug inside Outpost, caught at a binding's boundary (a panic) instead of
+    /// crashing the app; please report it with the message.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -142,6 +154,8 @@ impl Error {
             Error::NoTrustedKey => 1003,
             Error::InvalidKey { .. } => 1004,
             Error::Io { .. } => 1005,
+            Error::InvalidArgument(_) => 1006,
+            Error::InvalidHandle(_) => 1007,
             Error::ImageDecode(_) => 1101,
             Error::EmptyImage(_) => 1102,
             Error::InvalidBuffer(_) => 1103,
@@ -161,11 +175,12 @@ impl Error {
             Error::ModelMismatch(_) => 3012,
             Error::BackendUnavailable(_) => 4001,
             Error::Inference(_) => 4002,
+            Error::Internal(_) => 4003,
         }
     }
 
     /// Builds an [`Error::Io`] naming only the file, never the user's full path.
-    pub(crate) fn io(path: &Path, err: std::io::Error) -> Error {
+    pub fn io(path: &Path, err: std::io::Error) -> Error {
         Error::Io {
             file: file_name(path),
             reason: err.to_string(),

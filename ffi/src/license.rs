@@ -1,0 +1,193 @@
+//! Licence calls: activation (online and the offline request), importing a
+//! licence file, and what is installed. The same operations as `outpost license`,
+//! answered as JSON for the C and Java bindings alike.
+
+use std::ffi::{c_char, CString};
+use std::path::Path;
+
+use outpost_runtime::license;
+use outpost_runtime::outpost_licensing::{format_time, LicenseFile};
+use outpost_runtime::{Config, Error};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::boundary::{guard, optional_text, out, text};
+use crate::config::{config_of, OutpostConfig};
+use crate::strings::give_string;
+
+fn to_json(value: &impl Serialize) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("to JSON: {e}")))
+}
+
+/// What the bindings say of an installed licence (the serial masked).
+fn installed(license: &LicenseFile, file: Option<&Path>) -> Result<String, Error> {
+    let c = &license.claims;
+    to_json(&json!({
+        "summary": license::summary(license),
+        "serial": c.serial.masked(),
+        "kind": c.kind.to_string(),
+        "vendor": c.vendor,
+        "models": c.models,
+        "edition": c.edition,
+        "package_name": c.package_name,
+        "expires_at": format_time(c.expires_at),
+        "file": file.and_then(Path::file_name).map(|n| n.to_string_lossy()),
+    }))
+}
+
+/// Online activation for a package; the installed licence as JSON.
+pub(crate) fn activate_json(package: &str, config: &Config) -> Result<String, Error> {
+    let lic = license::activate_package(&config.resolve()?, Path::new(package))?;
+    installed(&lic, None)
+}
+
+/// The offline activation request as JSON.
+pub(crate) fn request_json(package: &str, config: &Config) -> Result<String, Error> {
+    to_json(&license::request_for_package(
+        &config.resolve()?,
+        Path::new(package),
+    )?)
+}
+
+/// Installs a licence file; the installed licence as JSON.
+pub(crate) fn import_json(
+    license_path: &str,
+    package: Option<&str>,
+    config: &Config,
+) -> Result<String, Error> {
+    let file = Path::new(license_path);
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (lic, at) = license::import(&config.resolve()?, &bytes, &name, package.map(Path::new))?;
+    installed(&lic, Some(&at))
+}
+
+/// The licence status (as `outpost license status --json`).
+pub(crate) fn status_json(package: Option<&str>, config: &Config) -> Result<String, Error> {
+    to_json(&license::status(
+        &config.resolve()?,
+        package.map(Path::new),
+    )?)
+}
+
+/// Writes a JSON answer to a C out-pointer that may be NULL (then it is dropped).
+unsafe fn answer(slot: Option<&mut *mut c_char>, json: String) {
+    if let Some(slot) = slot {
+        *slot = give_string(CString::new(json).unwrap_or_default());
+    }
+}
+
+/// An optional out-pointer: NULL means the caller does not want the answer.
+unsafe fn optional_out<'a>(ptr: *mut *mut c_char) -> Result<Option<&'a mut *mut c_char>, Error> {
+    match ptr.is_null() {
+        true => Ok(None),
+        false => out(ptr, "out_json", std::ptr::null_mut()).map(Some),
+    }
+}
+
+/// Activates the config's `serial` online for the package and installs the licence
+/// in `license_dir`; the server is the config's `license_server`, else the
+/// package's own. Product-line serials bind to the config's `app_id`.
+///
+/// `out_json` may be NULL; otherwise it receives the installed licence as JSON
+/// (`summary`, masked `serial`, `kind`, `vendor`, `models`, `expires_at`, ...), which
+/// the caller frees with `outpost_string_free`.
+///
+/// # Safety
+/// `package_path` is NULL (refused) or a NUL-terminated string; `out_json` is NULL
+/// or points to writable memory for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn outpost_license_activate(
+    package_path: *const c_char,
+    config: *const OutpostConfig,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    guard(|| {
+        let slot = optional_out(out_json)?;
+        let json = activate_json(text(package_path, "package_path")?, &config_of(config)?)?;
+        answer(slot, json);
+        Ok(())
+    })
+}
+
+/// The offline activation request for the config's `serial` and the package, as
+/// JSON to hand to the vendor (who turns it into a licence file for
+/// `outpost_license_import`).
+///
+/// Ownership: the caller frees `*out_json` with `outpost_string_free`.
+///
+/// # Safety
+/// `package_path` is NULL (refused) or a NUL-terminated string; `out_json` is NULL
+/// (refused) or points to writable memory for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn outpost_license_request(
+    package_path: *const c_char,
+    config: *const OutpostConfig,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    guard(|| {
+        let slot = out(out_json, "out_json", std::ptr::null_mut())?;
+        let json = request_json(text(package_path, "package_path")?, &config_of(config)?)?;
+        answer(Some(slot), json);
+        Ok(())
+    })
+}
+
+/// Installs a licence file (offline activation) into the config's `license_dir`.
+/// With `package_path` (may be NULL), the file is refused unless it opens that
+/// package on this device.
+///
+/// `out_json` may be NULL; otherwise it receives the installed licence as JSON,
+/// freed with `outpost_string_free`.
+///
+/// # Safety
+/// `license_path` is NULL (refused) or a NUL-terminated string; `package_path` is
+/// NULL or a NUL-terminated string; `out_json` is NULL or points to writable
+/// memory for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn outpost_license_import(
+    license_path: *const c_char,
+    package_path: *const c_char,
+    config: *const OutpostConfig,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    guard(|| {
+        let slot = optional_out(out_json)?;
+        let json = import_json(
+            text(license_path, "license_path")?,
+            optional_text(package_path, "package_path")?,
+            &config_of(config)?,
+        )?;
+        answer(slot, json);
+        Ok(())
+    })
+}
+
+/// Every licence installed in the config's `license_dir`, with its state on this
+/// device; with `package_path` (may be NULL), whether that package may open and
+/// why not. The JSON is that of `outpost license status --json`.
+///
+/// Ownership: the caller frees `*out_json` with `outpost_string_free`.
+///
+/// # Safety
+/// `package_path` is NULL or a NUL-terminated string; `out_json` is NULL (refused)
+/// or points to writable memory for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn outpost_license_status(
+    config: *const OutpostConfig,
+    package_path: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    guard(|| {
+        let slot = out(out_json, "out_json", std::ptr::null_mut())?;
+        let json = status_json(
+            optional_text(package_path, "package_path")?,
+            &config_of(config)?,
+        )?;
+        answer(Some(slot), json);
+        Ok(())
+    })
+}
