@@ -326,33 +326,33 @@ fn license_call<'l>(
     })
 }
 
-/// `Native.licenseActivate(packagePath, keys, values)`.
-#[no_mangle]
-pub extern "system" fn Java_ai_outpost_Native_licenseActivate<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    package_path: JString<'l>,
-    keys: JObjectArray<'l>,
-    values: JObjectArray<'l>,
-) -> jstring {
-    license_call(&mut env, &keys, &values, |env, config| {
-        activate_json(&string(env, &package_path, "packagePath")?, config)
-    })
+/// A licence call on one package: `Native.<name>(packagePath, keys, values)`.
+macro_rules! package_license_call {
+    ($(#[$doc:meta])* $name:ident => $op:path) => {
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "system" fn $name<'l>(
+            mut env: JNIEnv<'l>,
+            _class: JClass<'l>,
+            package_path: JString<'l>,
+            keys: JObjectArray<'l>,
+            values: JObjectArray<'l>,
+        ) -> jstring {
+            license_call(&mut env, &keys, &values, |env, config| {
+                $op(&string(env, &package_path, "packagePath")?, config)
+            })
+        }
+    };
 }
 
-/// `Native.licenseRequest(packagePath, keys, values)`.
-#[no_mangle]
-pub extern "system" fn Java_ai_outpost_Native_licenseRequest<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    package_path: JString<'l>,
-    keys: JObjectArray<'l>,
-    values: JObjectArray<'l>,
-) -> jstring {
-    license_call(&mut env, &keys, &values, |env, config| {
-        request_json(&string(env, &package_path, "packagePath")?, config)
-    })
-}
+package_license_call!(
+    /// `Native.licenseActivate(packagePath, keys, values)`.
+    Java_ai_outpost_Native_licenseActivate => activate_json
+);
+package_license_call!(
+    /// `Native.licenseRequest(packagePath, keys, values)`.
+    Java_ai_outpost_Native_licenseRequest => request_json
+);
 
 /// `Native.licenseImport(licensePath, packagePath, keys, values)`.
 #[no_mangle]
