@@ -112,6 +112,7 @@ int main(int argc, char **argv) {
   int status = 1;
   int32_t code = outpost_config_new(&config);
   if (code == OUTPOST_OK && argc == 4) code = outpost_config_set(config, "trusted_keys", argv[3]);
+  /* One CPU thread per inference; more lowers latency on a multi-core device. */
   if (code == OUTPOST_OK) code = outpost_config_set(config, "threads", "1");
   if (code == OUTPOST_OK) code = outpost_predictor_open(argv[1], config, &predictor);
   if (code == OUTPOST_OK) code = outpost_predictor_infer_image(predictor, image, len, &results);
