@@ -276,8 +276,17 @@ pub extern "system" fn Java_ai_outpost_Native_inferArgb<'l>(
         let mut ints = vec![0i32; n];
         env.get_int_array_region(&pixels, 0, &mut ints)
             .map_err(jni_error)?;
-        // 0xAARRGGBB as bytes B, G, R, A: the BGRA order on every byte order.
-        let bytes: Vec<u8> = ints.iter().flat_map(|p| p.to_le_bytes()).collect();
+        // 0xAARRGGBB as bytes B, G, R, A: the BGRA order. On little-endian CPUs
+        // (every Android device) that is how the ints lie in memory: no second copy.
+        let bytes: std::borrow::Cow<'_, [u8]> = if cfg!(target_endian = "little") {
+            // SAFETY: the slice covers exactly the Vec's initialised i32s, viewed as
+            // bytes (align 1, no padding), and lives no longer than `ints`.
+            std::borrow::Cow::Borrowed(unsafe {
+                std::slice::from_raw_parts(ints.as_ptr().cast::<u8>(), ints.len() * 4)
+            })
+        } else {
+            std::borrow::Cow::Owned(ints.iter().flat_map(|p| p.to_le_bytes()).collect())
+        };
         let raw = RawImage {
             data: &bytes,
             width,
