@@ -46,7 +46,8 @@ fi
 
 case "$(uname -s)" in
   Darwin) native="-framework Security -framework CoreFoundation -lm" ;;
-  *) native="-lpthread -ldl -lm -lrt" ;;
+  # -z noexecstack: tract's assembly kernels carry no .note.GNU-stack section.
+  *) native="-lpthread -ldl -lm -lrt -Wl,-z,noexecstack" ;;
 esac
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" -e "s|@NATIVE_LIBS@|$native|" \
   "$here/outpost.pc.in" > "$prefix/lib/pkgconfig/outpost.pc"

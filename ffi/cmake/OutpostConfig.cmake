@@ -30,6 +30,10 @@ if(NOT TARGET Outpost::outpost_static AND EXISTS "${_outpost_static}")
     set(_outpost_native "ws2_32;userenv;bcrypt;ntdll")
   else()
     set(_outpost_native "dl;m;rt")
+    # tract's assembly kernels carry no .note.GNU-stack section; without this the
+    # linker would give the program an executable stack (rustc passes it itself).
+    set_target_properties(Outpost::outpost_static PROPERTIES
+      INTERFACE_LINK_OPTIONS "LINKER:-z,noexecstack")
   endif()
   set_target_properties(Outpost::outpost_static PROPERTIES
     IMPORTED_LOCATION "${_outpost_static}"

@@ -37,12 +37,20 @@ fn c_programs_built_with_cmake_and_pkg_config_match_the_cli() {
     let shared_exe = shared_build.join("classify");
     let static_exe = static_build.join("classify");
 
-    // The statically linked program needs no liboutpost.so at run time.
+    // The statically linked program needs no liboutpost.so at run time, and its
+    // stack is not executable (tract's assembly has no .note.GNU-stack).
     let ldd = run_ok(Command::new("ldd").arg(&static_exe));
     assert!(
         !String::from_utf8_lossy(&ldd.stdout).contains("liboutpost"),
         "static example links liboutpost.so"
     );
+    let headers = run_ok(Command::new("readelf").arg("-lW").arg(&static_exe));
+    let stack = String::from_utf8_lossy(&headers.stdout)
+        .lines()
+        .find(|l| l.contains("GNU_STACK"))
+        .map(str::to_string)
+        .expect("a GNU_STACK header");
+    assert!(!stack.contains("RWE"), "executable stack: {stack}");
 
     let images = common::shared().join("images");
     let classifier = common::efficientnet_package();
