@@ -2,7 +2,7 @@
 //! licence file, and what is installed. The same operations as `outpost license`,
 //! answered as JSON for the C and Java bindings alike.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 use std::path::Path;
 
 use outpost_runtime::license;
@@ -11,9 +11,9 @@ use outpost_runtime::{Config, Error};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::boundary::{guard, optional_text, out, text};
+use crate::boundary::{optional_text, text};
 use crate::config::{config_of, OutpostConfig};
-use crate::strings::give_string;
+use crate::strings::answer_json;
 
 fn to_json(value: &impl Serialize) -> Result<String, Error> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("to JSON: {e}")))
@@ -55,13 +55,11 @@ pub(crate) fn import_json(
     package: Option<&str>,
     config: &Config,
 ) -> Result<String, Error> {
-    let file = Path::new(license_path);
-    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (lic, at) = license::import(&config.resolve()?, &bytes, &name, package.map(Path::new))?;
+    let (lic, at) = license::import(
+        &config.resolve()?,
+        Path::new(license_path),
+        package.map(Path::new),
+    )?;
     installed(&lic, Some(&at))
 }
 
@@ -71,21 +69,6 @@ pub(crate) fn status_json(package: Option<&str>, config: &Config) -> Result<Stri
         &config.resolve()?,
         package.map(Path::new),
     )?)
-}
-
-/// Writes a JSON answer to a C out-pointer that may be NULL (then it is dropped).
-unsafe fn answer(slot: Option<&mut *mut c_char>, json: String) {
-    if let Some(slot) = slot {
-        *slot = give_string(CString::new(json).unwrap_or_default());
-    }
-}
-
-/// An optional out-pointer: NULL means the caller does not want the answer.
-unsafe fn optional_out<'a>(ptr: *mut *mut c_char) -> Result<Option<&'a mut *mut c_char>, Error> {
-    match ptr.is_null() {
-        true => Ok(None),
-        false => out(ptr, "out_json", std::ptr::null_mut()).map(Some),
-    }
 }
 
 /// Activates the config's `serial` online for the package and installs the licence
@@ -105,11 +88,8 @@ pub unsafe extern "C" fn outpost_license_activate(
     config: *const OutpostConfig,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    guard(|| {
-        let slot = optional_out(out_json)?;
-        let json = activate_json(text(package_path, "package_path")?, &config_of(config)?)?;
-        answer(slot, json);
-        Ok(())
+    answer_json(out_json, true, || {
+        activate_json(text(package_path, "package_path")?, &config_of(config)?)
     })
 }
 
@@ -128,11 +108,8 @@ pub unsafe extern "C" fn outpost_license_request(
     config: *const OutpostConfig,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    guard(|| {
-        let slot = out(out_json, "out_json", std::ptr::null_mut())?;
-        let json = request_json(text(package_path, "package_path")?, &config_of(config)?)?;
-        answer(Some(slot), json);
-        Ok(())
+    answer_json(out_json, false, || {
+        request_json(text(package_path, "package_path")?, &config_of(config)?)
     })
 }
 
@@ -154,15 +131,12 @@ pub unsafe extern "C" fn outpost_license_import(
     config: *const OutpostConfig,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    guard(|| {
-        let slot = optional_out(out_json)?;
-        let json = import_json(
+    answer_json(out_json, true, || {
+        import_json(
             text(license_path, "license_path")?,
             optional_text(package_path, "package_path")?,
             &config_of(config)?,
-        )?;
-        answer(slot, json);
-        Ok(())
+        )
     })
 }
 
@@ -181,13 +155,10 @@ pub unsafe extern "C" fn outpost_license_status(
     package_path: *const c_char,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    guard(|| {
-        let slot = out(out_json, "out_json", std::ptr::null_mut())?;
-        let json = status_json(
+    answer_json(out_json, false, || {
+        status_json(
             optional_text(package_path, "package_path")?,
             &config_of(config)?,
-        )?;
-        answer(Some(slot), json);
-        Ok(())
+        )
     })
 }

@@ -1,6 +1,6 @@
 //! `outpost_predictor_t`: a verified, loaded package, and inference on it.
 
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
 
 use outpost_runtime::{Error, ImageInput, PixelFormat, Predictor, RawImage};
 use serde_json::json;
@@ -9,7 +9,7 @@ use crate::boundary::{bytes, guard, out, text};
 use crate::config::{config_of, OutpostConfig};
 use crate::handles::Registry;
 use crate::results::{OutpostResults, RESULTS};
-use crate::strings::give_string;
+use crate::strings::answer_json;
 
 /// A loaded model: a verified package, its backend and its decoder.
 pub struct OutpostPredictor {
@@ -150,11 +150,9 @@ pub unsafe extern "C" fn outpost_predictor_info(
     predictor: *const OutpostPredictor,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    guard(|| {
-        let slot = out(out_json, "out_json", std::ptr::null_mut())?;
+    answer_json(out_json, false, || {
         let p = PREDICTORS.get(predictor as usize)?;
-        *slot = give_string(CString::new(info_json(&p)).unwrap_or_default());
-        Ok(())
+        Ok(info_json(&p))
     })
 }
 

@@ -6,7 +6,7 @@ use outpost_runtime::{Error, Prediction};
 
 use crate::boundary::{guard, out};
 use crate::handles::Registry;
-use crate::strings::give_string;
+use crate::strings::answer_json;
 
 /// The results of one inference.
 pub struct OutpostResults {
@@ -212,13 +212,10 @@ pub unsafe extern "C" fn outpost_results_json(
     results: *const OutpostResults,
     out_json: *mut *mut c_char,
 ) -> i32 {
-    guard(|| {
-        let slot = out(out_json, "out_json", std::ptr::null_mut())?;
+    answer_json(out_json, false, || {
         let r = RESULTS.get(results as usize)?;
-        let json = serde_json::to_string(&r.prediction)
-            .map_err(|e| Error::Internal(format!("results to JSON: {e}")))?;
-        *slot = give_string(CString::new(json).unwrap_or_default());
-        Ok(())
+        serde_json::to_string(&r.prediction)
+            .map_err(|e| Error::Internal(format!("results to JSON: {e}")))
     })
 }
 

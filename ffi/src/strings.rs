@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use outpost_runtime::Error;
 
-use crate::boundary::guard;
+use crate::boundary::{guard, out};
 
 /// Addresses of the strings given to C and not yet freed, so that freeing a
 /// foreign or already freed pointer is refused instead of corrupting the heap.
@@ -21,6 +21,31 @@ pub(crate) fn give_string(s: CString) -> *mut c_char {
     let ptr = s.into_raw();
     live().insert(ptr as usize);
     ptr
+}
+
+/// The body of a function that answers JSON through `out_json`, which the
+/// caller frees with `outpost_string_free`. `out_json` is cleared first, so a
+/// failure leaves it NULL; with `optional`, a NULL `out_json` means the caller
+/// only wants the status.
+///
+/// # Safety
+/// `out_json` is NULL or points to writable memory for one pointer.
+pub(crate) unsafe fn answer_json(
+    out_json: *mut *mut c_char,
+    optional: bool,
+    body: impl FnOnce() -> Result<String, Error>,
+) -> i32 {
+    guard(|| {
+        let slot = match optional && out_json.is_null() {
+            true => None,
+            false => Some(out(out_json, "out_json", std::ptr::null_mut())?),
+        };
+        let json = body()?;
+        if let Some(slot) = slot {
+            *slot = give_string(CString::new(json).unwrap_or_default());
+        }
+        Ok(())
+    })
 }
 
 /// Frees a string this library returned (JSON from `outpost_results_json`,

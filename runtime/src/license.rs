@@ -197,16 +197,16 @@ pub fn request_for_package(settings: &Settings, path: &Path) -> Result<Activatio
     activation_request(&section, settings, &configured_serial(settings)?)
 }
 
-/// Installs a licence file's bytes into the licence directory, atomically
+/// Installs a licence file into the licence directory, atomically
 /// (`outpost license import`). With a package, the file is refused unless it
 /// opens that package on this device. Returns the licence and where it went.
 pub fn import(
     settings: &Settings,
-    bytes: &[u8],
-    name: &str,
+    file: &Path,
     package: Option<&Path>,
 ) -> Result<(LicenseFile, PathBuf)> {
-    let license = LicenseFile::parse(bytes, name)?;
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    let license = LicenseFile::parse(&bytes, &file_name(file))?;
     if let Some(path) = package {
         let req = package_requirement(settings, path)?.to_requirement()?;
         let device = DeviceIdentity {

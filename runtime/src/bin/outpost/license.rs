@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use outpost_runtime::license::{self, InstalledLicense};
 use outpost_runtime::Config;
 
@@ -65,12 +65,7 @@ pub fn status(config: &Config, package: Option<&Path>, as_json: bool) -> Result<
 /// and refuses the file otherwise.
 pub fn import(config: &Config, file: &Path, package: Option<&Path>) -> Result<()> {
     let settings = config.resolve().map_err(coded)?;
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (license, path) = license::import(&settings, &bytes, &name, package).map_err(coded)?;
+    let (license, path) = license::import(&settings, file, package).map_err(coded)?;
     println!(
         "installed {} as {}",
         license::summary(&license),
