@@ -7,9 +7,15 @@ cd "$root"
 out="examples/out"
 mkdir -p "$out"
 
-echo "==> building outpost and outpost-trainer (release)"
-cargo build --release --quiet -p outpost-runtime -p outpost-trainer
-bin="target/release"
+if [ -n "${OUTPOST_BIN_DIR:-}" ]; then
+  # Binaries built already (CI: the ones `cargo test --workspace` just built).
+  bin="$OUTPOST_BIN_DIR"
+  echo "==> using outpost and outpost-trainer from $bin"
+else
+  echo "==> building outpost and outpost-trainer (release)"
+  cargo build --release --quiet -p outpost-runtime -p outpost-trainer
+  bin="target/release"
+fi
 
 if [ ! -f "$out/keys/private.key" ]; then
   echo "==> generating a signing key in $out/keys"

@@ -27,6 +27,9 @@ mod license;
 mod predictor;
 mod results;
 mod strings;
+pub mod swift;
+
+uniffi::setup_scaffolding!();
 
 pub use boundary::{outpost_last_error_code, outpost_last_error_message, OUTPOST_OK};
 pub use config::{outpost_config_free, outpost_config_new, outpost_config_set, OutpostConfig};

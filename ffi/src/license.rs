@@ -9,7 +9,6 @@ use outpost_runtime::license;
 use outpost_runtime::outpost_licensing::{format_time, LicenseFile};
 use outpost_runtime::{Config, Error};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::boundary::{optional_text, text};
 use crate::config::{config_of, OutpostConfig};
@@ -19,26 +18,72 @@ fn to_json(value: &impl Serialize) -> Result<String, Error> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("to JSON: {e}")))
 }
 
-/// What the bindings say of an installed licence (the serial masked).
-fn installed(license: &LicenseFile, file: Option<&Path>) -> Result<String, Error> {
-    let c = &license.claims;
-    to_json(&json!({
-        "summary": license::summary(license),
-        "serial": c.serial.masked(),
-        "kind": c.kind.to_string(),
-        "vendor": c.vendor,
-        "models": c.models,
-        "edition": c.edition,
-        "package_name": c.package_name,
-        "expires_at": format_time(c.expires_at),
-        "file": file.and_then(Path::file_name).map(|n| n.to_string_lossy()),
-    }))
+/// An installed licence as the bindings report it, the serial masked (JSON for C
+/// and Java, a record for Swift).
+#[derive(Debug, Clone, PartialEq, Serialize, uniffi::Record)]
+pub struct LicenseInfo {
+    /// One line: kind, vendor, models, expiry.
+    pub summary: String,
+    /// The serial, masked (`ABCD-****-****-WXYZ`).
+    pub serial: String,
+    /// Trial, per-device or product-line.
+    pub kind: String,
+    /// Vendor id.
+    pub vendor: String,
+    /// Product ids the licence grants.
+    pub models: Vec<String>,
+    /// Edition granted.
+    pub edition: String,
+    /// App id a product-line licence binds to.
+    pub package_name: Option<String>,
+    /// Expiry (UTC, ISO 8601).
+    pub expires_at: String,
+    /// File name in the licence directory, when the call wrote one.
+    pub file: Option<String>,
+}
+
+impl LicenseInfo {
+    fn new(license: &LicenseFile, file: Option<&Path>) -> LicenseInfo {
+        let c = &license.claims;
+        LicenseInfo {
+            summary: license::summary(license),
+            serial: c.serial.masked(),
+            kind: c.kind.to_string(),
+            vendor: c.vendor.clone(),
+            models: c.models.clone(),
+            edition: c.edition.clone(),
+            package_name: c.package_name.clone(),
+            expires_at: format_time(c.expires_at),
+            file: file
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// Online activation for a package: the installed licence.
+pub(crate) fn activate(package: &str, config: &Config) -> Result<LicenseInfo, Error> {
+    let lic = license::activate_package(&config.resolve()?, Path::new(package))?;
+    Ok(LicenseInfo::new(&lic, None))
+}
+
+/// Installs a licence file: the installed licence.
+pub(crate) fn import(
+    license_path: &str,
+    package: Option<&str>,
+    config: &Config,
+) -> Result<LicenseInfo, Error> {
+    let (lic, at) = license::import(
+        &config.resolve()?,
+        Path::new(license_path),
+        package.map(Path::new),
+    )?;
+    Ok(LicenseInfo::new(&lic, Some(&at)))
 }
 
 /// Online activation for a package; the installed licence as JSON.
 pub(crate) fn activate_json(package: &str, config: &Config) -> Result<String, Error> {
-    let lic = license::activate_package(&config.resolve()?, Path::new(package))?;
-    installed(&lic, None)
+    to_json(&activate(package, config)?)
 }
 
 /// The offline activation request as JSON.
@@ -55,12 +100,7 @@ pub(crate) fn import_json(
     package: Option<&str>,
     config: &Config,
 ) -> Result<String, Error> {
-    let (lic, at) = license::import(
-        &config.resolve()?,
-        Path::new(license_path),
-        package.map(Path::new),
-    )?;
-    installed(&lic, Some(&at))
+    to_json(&import(license_path, package, config)?)
 }
 
 /// The licence status (as `outpost license status --json`).

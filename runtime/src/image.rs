@@ -106,6 +106,7 @@ fn decode(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(Error::EmptyImage("no bytes".into()));
     }
+    #[cfg(feature = "libjpeg-turbo")]
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(bytes);
     }
@@ -139,6 +140,7 @@ fn decode(bytes: &[u8]) -> Result<RgbImage> {
 
 /// JPEG through libjpeg-turbo, so pixels equal those of the Pillow/OpenCV
 /// pipelines a model was trained with (other decoders differ by a few grey levels).
+#[cfg(feature = "libjpeg-turbo")]
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
     // libjpeg reports errors by unwinding (`resume_unwind`, no panic message).
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<Result<RgbImage>> {

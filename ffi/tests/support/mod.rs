@@ -142,3 +142,19 @@ pub fn assert_same_results(c: &Value, rust: &Value, what: &str) {
         }
     }
 }
+
+/// A generated file that is checked in must equal what its generator makes now;
+/// `OUTPOST_BLESS=1` rewrites it instead. `how` says how to regenerate it.
+pub fn check_generated(checked_in: &Path, generated: &[u8], how: &str) {
+    if std::env::var_os("OUTPOST_BLESS").is_some() {
+        std::fs::create_dir_all(checked_in.parent().unwrap()).unwrap();
+        std::fs::write(checked_in, generated).unwrap();
+        return;
+    }
+    let current = std::fs::read(checked_in).unwrap_or_default();
+    assert!(
+        current == generated,
+        "{} is out of date: regenerate it with\n  {how}\nand commit it",
+        checked_in.display()
+    );
+}
