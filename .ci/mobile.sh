@@ -53,6 +53,10 @@ for target in "${targets[@]}"; do
     export "CC_$var=clang" "AR_$var=llvm-ar"
     export "CFLAGS_$var=-nostdlibinc -DRING_CORE_NOSTDLIBINC=1"
     case "$target" in
+        armv7-linux-androideabi)
+            # The NDK's defaults for armeabi-v7a, which tract's NEON assembly needs.
+            export "CFLAGS_$var=-nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -march=armv7-a -mfloat-abi=softfp -mfpu=neon"
+            ;;
         *-apple-ios*)
             export SDKROOT="$no_sdk" IPHONEOS_DEPLOYMENT_TARGET=13.0
             export "CFLAGS_$var=-nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -I$no_sdk/include"
