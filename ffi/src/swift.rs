@@ -190,6 +190,17 @@ pub enum ModelTask {
     Raw,
 }
 
+impl From<rt::package::manifest::Task> for ModelTask {
+    fn from(t: rt::package::manifest::Task) -> ModelTask {
+        use rt::package::manifest::Task;
+        match t {
+            Task::Classification => ModelTask::Classification,
+            Task::Detection => ModelTask::Detection,
+            Task::Raw => ModelTask::Raw,
+        }
+    }
+}
+
 /// One class of a classification result.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Classification {
@@ -353,11 +364,7 @@ impl Predictor {
         ModelInfo {
             model: m.model.name.clone(),
             version: m.model.version.clone(),
-            task: match m.task.as_str() {
-                "classification" => ModelTask::Classification,
-                "detection" => ModelTask::Detection,
-                _ => ModelTask::Raw,
-            },
+            task: m.task.into(),
             labels: m.labels.clone(),
             input_shape: m.input().shape.iter().map(|&d| d as u64).collect(),
             precision: p.precision().as_str().to_owned(),
