@@ -145,6 +145,11 @@ pub struct GemmConv {
     pub channel_axis: usize,
     /// The activations applied to each block of the output as it is written.
     pub pointwise: Pointwise,
+    /// The input is channels-last, `[N, K]` (only without im2col): written so by
+    /// the op before it ([`super::channels_last`]).
+    pub input_channels_last: bool,
+    /// The output is channels-last, `[N, M]`, for a channels-last op after it.
+    pub output_channels_last: bool,
 }
 
 impl GemmConv {
@@ -172,6 +177,8 @@ impl GemmConv {
             channel_axis: usize::from(batch.is_some()),
             output_shape,
             pointwise: Pointwise::default(),
+            input_channels_last: false,
+            output_channels_last: false,
         })
     }
 
@@ -274,6 +281,8 @@ impl GemmConv {
             output_shape: out.iter().map(|(_, d)| *d).collect(),
             channel_axis: out.iter().position(|(a, _)| *a == o)?,
             pointwise: Pointwise::default(),
+            input_channels_last: false,
+            output_channels_last: false,
         })
     }
 
@@ -335,6 +344,11 @@ impl GemmConv {
             match bias {
                 [] => {}
                 [b] => out.fill(*b),
+                _ if self.output_channels_last => {
+                    for point in out.chunks_exact_mut(m) {
+                        point.copy_from_slice(bias);
+                    }
+                }
                 _ => {
                     for (row, b) in out.chunks_exact_mut(n).zip(bias) {
                         row.fill(*b);
@@ -400,12 +414,17 @@ impl GemmConv {
             WeightLayout::OutputMajor => (1, k as isize),
             WeightLayout::InputMajor => (self.m as isize, 1),
         };
+        // Where output channel `o` and point `p` go: `o · rs + p · cs`.
+        let (dst_rs, dst_cs) = match self.output_channels_last {
+            false => (n, 1),
+            true => (1, self.m),
+        };
         // From here on, `weight` and `out` start at the part's first channel.
         // SAFETY: the caller's contract: `channels` is within M.
         let (weight, out) = unsafe {
             (
                 weight.as_ptr().offset(channels.start as isize * lhs_rs),
-                out.add(channels.start * n),
+                out.add(channels.start * dst_rs),
             )
         };
         let activation = self.pointwise.kernels()?;
@@ -415,44 +434,59 @@ impl GemmConv {
             if activation.is_identity() {
                 return Ok(());
             }
-            for row in 0..m {
-                // SAFETY: the caller's contract: these columns are this part's.
-                let values =
-                    unsafe { std::slice::from_raw_parts_mut(out.add(row * n + first), columns) };
+            // Runs of `len` values, `count` of them `gap` apart, from point `first`.
+            let (len, count, gap) = match self.output_channels_last {
+                false => (columns, m, n),
+                true if m == self.m => (columns * m, 1, 0),
+                true => (m, columns, self.m),
+            };
+            for run in 0..count {
+                // SAFETY: the caller's contract: these values are this part's.
+                let values = unsafe {
+                    std::slice::from_raw_parts_mut(out.add(first * dst_cs + run * gap), len)
+                };
                 activation.apply(values)?;
             }
             Ok(())
         };
-        // `out[.., first..first + columns] (+)= weight · rhs`, rhs K rows `rhs_rs` apart.
-        let product = |rhs: *const f32, rhs_rs: usize, columns: usize, first: usize| {
-            // SAFETY: the caller's contract; `rhs` holds K rows of `columns`.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    columns,
-                    k,
-                    out.add(first),
-                    1,
-                    n as isize,
-                    accumulate,
-                    weight,
-                    lhs_cs,
-                    lhs_rs,
-                    rhs,
-                    1,
-                    rhs_rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            }
+        // `out[.., first..first + columns] (+)= weight · rhs`, where rhs has K
+        // rows `rhs_rs` apart and `columns` columns `rhs_cs` apart.
+        let product =
+            |rhs: *const f32, rhs_rs: usize, rhs_cs: usize, columns: usize, first: usize| {
+                // SAFETY: the caller's contract; `rhs` holds K rows of `columns`.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        columns,
+                        k,
+                        out.add(first * dst_cs),
+                        dst_cs as isize,
+                        dst_rs as isize,
+                        accumulate,
+                        weight,
+                        lhs_cs,
+                        lhs_rs,
+                        rhs,
+                        rhs_cs as isize,
+                        rhs_rs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            };
+        // Where input channel `c` of point `p` is (without im2col): `c · rs + p · cs`.
+        let (rhs_rs, rhs_cs) = match self.input_channels_last {
+            false => (n, 1),
+            true => (1, k),
         };
         match &self.im2col {
             None if activation.is_identity() => {
-                product(input[units.start..].as_ptr(), n, units.len(), units.start);
+                let rhs = input[units.start * rhs_cs..].as_ptr();
+                product(rhs, rhs_rs, rhs_cs, units.len(), units.start);
                 Ok(())
             }
             // With an activation, the points go in blocks whose output stays in cache.
@@ -460,7 +494,13 @@ impl GemmConv {
                 let points = (COLS_BLOCK / m.max(1)).max(256);
                 for first in units.clone().step_by(points) {
                     let columns = points.min(units.end - first);
-                    product(input[first..].as_ptr(), n, columns, first);
+                    product(
+                        input[first * rhs_cs..].as_ptr(),
+                        rhs_rs,
+                        rhs_cs,
+                        columns,
+                        first,
+                    );
                     activate(first, columns)?;
                 }
                 Ok(())
@@ -474,7 +514,7 @@ impl GemmConv {
                     let columns = block.len() * ow;
                     let cols = &mut cols[..k * columns];
                     geometry.fill(input, cols, block, 0.0);
-                    product(cols.as_ptr(), columns, columns, first * ow);
+                    product(cols.as_ptr(), columns, 1, columns, first * ow);
                     activate(first * ow, columns)?;
                 }
                 Ok(())
@@ -557,6 +597,10 @@ impl Op for GemmConv {
         )];
         if !self.pointwise.is_identity() {
             info.push(format!("then {:?}", self.pointwise.0));
+        }
+        match (self.input_channels_last, self.output_channels_last) {
+            (false, false) => {}
+            (input, output) => info.push(format!("channels-last input {input}, output {output}")),
         }
         if let Some(g) = &self.im2col {
             info.push(format!(
@@ -992,6 +1036,68 @@ pub(crate) mod tests {
                             (s - m).abs() <= 1e-5 * (1.0 + s.abs()),
                             "{c}→{o} at {hw}×{hw}, {threads} threads ({op:?}): {s} vs {m}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Channels-last input and output give the NCHW results transposed, on one
+    /// thread and split between threads (by points and by channels), with and
+    /// without an activation.
+    #[test]
+    fn channels_last_layouts_give_the_transposed_results() {
+        use super::super::activation::Activation;
+        use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
+        let conv = |c, o, kernel| nchw_conv(c, o, kernel, PaddingSpec::SameUpper, 1);
+        // (in channels, out channels, size, kernel): im2col, direct, and direct
+        // with more channels than points (split by channels).
+        for (c, o, hw, kernel) in [(24, 40, 29, 3), (64, 48, 37, 1), (512, 200, 7, 1)] {
+            let fact = f32::fact([1, c, hw, hw]);
+            let mut op = GemmConv::for_conv(&conv(c, o, kernel), &fact).unwrap();
+            let n = hw * hw;
+            let x = values(c * n, 5);
+            let w = values(o * c * kernel * kernel, 6);
+            let b = values(o, 7);
+            for pointwise in [vec![], vec![Activation::clamp(0.0, 0.5)]] {
+                op.pointwise = Pointwise(pointwise);
+                let mut want = vec![0f32; o * n];
+                op.compute(&x, &w, &b, &mut want).unwrap();
+                let transpose = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+                    (0..v.len())
+                        .map(|i| v[(i % rows) * cols + i / rows])
+                        .collect()
+                };
+                let x_last = transpose(&x, c, n);
+                let want_last = transpose(&want, o, n);
+                let inputs_last = if kernel == 1 {
+                    vec![false, true]
+                } else {
+                    vec![false]
+                };
+                for input_last in inputs_last {
+                    for output_last in [false, true] {
+                        let op = GemmConv {
+                            input_channels_last: input_last,
+                            output_channels_last: output_last,
+                            ..op.clone()
+                        };
+                        let x = if input_last { &x_last } else { &x };
+                        let want = if output_last { &want_last } else { &want };
+                        for threads in [1, 2, 3] {
+                            let mut got = vec![f32::NAN; want.len()];
+                            multithread_tract_scope(Executor::multithread(threads), || {
+                                op.compute(x, &w, &b, &mut got)
+                            })
+                            .unwrap();
+                            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                                assert!(
+                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                    "{c}→{o} {hw}×{hw} in {input_last} out {output_last} \
+                                     {threads} threads at {i}: {g} vs {w}"
+                                );
+                            }
+                        }
                     }
                 }
             }

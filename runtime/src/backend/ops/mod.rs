@@ -6,7 +6,9 @@
 
 pub mod activation;
 pub mod axis_softmax;
+pub mod channels_last;
 pub mod depthwise;
+pub mod depthwise_hwc;
 pub mod epilogue;
 pub mod gemm_conv;
 pub mod qgemm_conv;
@@ -112,6 +114,9 @@ fn rewrite_decluttered_with(model: &mut TypedModel, levels: bool) -> TractResult
     }
     if gemm_conv::enabled() {
         replaced += replace_gemm(model, |_| true)?;
+        if channels_last::enabled() {
+            channels_last::rewrite(model)?;
+        }
     }
     Ok(replaced)
 }
@@ -485,7 +490,7 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::ops::depthwise::tests::depthwise_conv;
     use crate::backend::ops::gemm_conv::tests::values;
@@ -494,7 +499,8 @@ mod tests {
     use tract_onnx::tract_core::ops::math::{max, min};
     use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
-    fn relu6(m: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
+    /// `min(max(x, 0), 6)` as ONNX writes ReLU6.
+    pub(crate) fn relu6(m: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
         let zero = m
             .add_const(format!("{name}.0"), tensor4(&[[[[0f32]]]]))
             .unwrap();

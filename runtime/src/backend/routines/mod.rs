@@ -6,6 +6,7 @@
 //! terms (architecture first, then instruction-set level), so the op, its zone walk
 //! and its threading stay tract's and only the inner loop changes.
 
+pub mod depthwise_hwc;
 pub mod depthwise_w;
 pub mod qgemm;
 

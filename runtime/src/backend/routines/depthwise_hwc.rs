@@ -1,0 +1,460 @@
+//! Depthwise 2-D convolution over channels-last (HWC) planes.
+//!
+//! In NCHW every channel is its own small plane: a 7×7 plane at 5×5 taps is a few
+//! short rows, stride 2 needs shuffles, and each plane is copied into a padded
+//! scratch plane first. Channels-last puts the channels of one point side by side,
+//! so the vectors run along the channels: every tap is one contiguous load of the
+//! input and one of the weights per vector, whatever the stride, dilation or plane
+//! size, and out-of-plane taps are simply skipped (no padded copy). That is the
+//! layout onnxruntime's blocked NCHWc convolutions get their depthwise speed from.
+//!
+//! Kernels: AVX2 + FMA on x86-64 (four points × 16 channels inside the plane, one
+//! point × 32 channels at its borders, in registers across all taps), and a
+//! portable loop elsewhere (accumulating in the output row, which compilers
+//! vectorise for NEON).
+
+use crate::backend::ops::ConvGeometry;
+
+/// One tap of one output point: where its input and weight vectors start,
+/// relative to the point's input base and to the weights.
+#[derive(Clone, Copy, Debug)]
+struct Tap {
+    input: usize,
+    weight: usize,
+}
+
+/// The channels-last form of a depthwise convolution's geometry (its batch,
+/// if any, is one image).
+impl ConvGeometry {
+    /// Input column of output column `ox` at tap column `kx`, if inside the plane.
+    fn input_x(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.strides[1] + kx * self.dilations[1])
+            .checked_sub(self.pad_before[1])
+            .filter(|&x| x < self.input_hw[1])
+    }
+
+    /// Output columns `[lo, hi)` whose taps all fall inside the plane's width.
+    fn interior_columns(&self) -> (usize, usize) {
+        let [sw, dw, left] = [self.strides[1], self.dilations[1], self.pad_before[1]];
+        let (w, ow, reach) = (
+            self.input_hw[1],
+            self.output_hw[1],
+            (self.kernel_hw[1] - 1) * dw,
+        );
+        let lo = left.div_ceil(sw).min(ow);
+        // ox · sw + reach − left < w  ⇔  ox · sw < w + left − reach.
+        let hi = match (w + left).checked_sub(reach) {
+            Some(limit) if limit > 0 => ((limit - 1) / sw + 1).min(ow),
+            _ => 0,
+        };
+        (lo, hi.max(lo))
+    }
+
+    /// Computes output row `oy` of a channels-last depthwise convolution into
+    /// `out` (`OW · C` values): `bias[c]` plus
+    /// every in-plane tap `weights[t · C + c] · input[(y, x) · C + c]`, where
+    /// `input` is the `H · W · C` image and `weights` is `[KH · KW, C]`.
+    ///
+    /// # Panics
+    /// If a slice is shorter than the geometry says (a caller's bug).
+    pub fn hwc_row(
+        &self,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        self.hwc_row_with(Kernel::for_this_cpu(), input, weights, bias, oy, out)
+    }
+
+    /// [`ConvGeometry::hwc_row`] on a given kernel (tests compare them).
+    fn hwc_row_with(
+        &self,
+        kernel: Kernel,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        oy: usize,
+        out: &mut [f32],
+    ) {
+        let c = self.channels;
+        let [h, w] = self.input_hw;
+        let [kh, kw] = self.kernel_hw;
+        assert!(
+            input.len() >= h * w * c
+                && weights.len() >= kh * kw * c
+                && bias.len() >= c
+                && out.len() >= self.output_hw[1] * c,
+            "depthwise row: buffers shorter than the geometry"
+        );
+        // The tap rows inside the plane, with their input rows.
+        let rows: Vec<(usize, usize)> = (0..kh)
+            .filter_map(|ky| {
+                (oy * self.strides[0] + ky * self.dilations[0])
+                    .checked_sub(self.pad_before[0])
+                    .filter(|&y| y < h)
+                    .map(|y| (ky, y))
+            })
+            .collect();
+        let taps_at = |ox: usize, taps: &mut Vec<Tap>, base: usize| {
+            taps.clear();
+            for &(ky, y) in &rows {
+                for kx in 0..kw {
+                    if let Some(x) = self.input_x(ox, kx) {
+                        taps.push(Tap {
+                            input: (y * w + x) * c - base,
+                            weight: (ky * kw + kx) * c,
+                        });
+                    }
+                }
+            }
+        };
+        let (lo, hi) = self.interior_columns();
+        let mut taps = Vec::with_capacity(kh * kw);
+        // Border columns one by one, each with its own taps.
+        for ox in (0..lo).chain(hi..self.output_hw[1]) {
+            taps_at(ox, &mut taps, 0);
+            let out = &mut out[ox * c..(ox + 1) * c];
+            kernel.points(input, 0, 1, c, &taps, weights, bias, out, c);
+        }
+        // Interior columns share one tap list, relative to each point's first input.
+        if lo < hi {
+            let base = |ox: usize| (ox * self.strides[1] - self.pad_before[1]) * c;
+            taps_at(lo, &mut taps, base(lo));
+            let step = self.strides[1] * c;
+            let out = &mut out[lo * c..hi * c];
+            kernel.points(input, base(lo), hi - lo, step, &taps, weights, bias, out, c);
+        }
+    }
+}
+
+/// The kernel for this CPU.
+#[derive(Clone, Copy)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+impl Kernel {
+    fn for_this_cpu() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Kernel::Avx2Fma;
+        }
+        Kernel::Portable
+    }
+
+    /// `points` consecutive output points of `c` channels (their inputs `step`
+    /// values apart, the first at `input[base..]`), all with the same `taps`, into
+    /// `out` (`points · c` values).
+    #[allow(clippy::too_many_arguments)]
+    fn points(
+        self,
+        input: &[f32],
+        base: usize,
+        points: usize,
+        step: usize,
+        taps: &[Tap],
+        weights: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        c: usize,
+    ) {
+        // Every read below: tap input + (points − 1) · step + C ≤ input.len().
+        let reach =
+            taps.iter().map(|t| t.input).max().unwrap_or(0) + base + (points.max(1) - 1) * step + c;
+        let weight_reach = taps.iter().map(|t| t.weight).max().unwrap_or(0) + c;
+        assert!(
+            reach <= input.len()
+                && weight_reach <= weights.len()
+                && bias.len() >= c
+                && out.len() >= points * c
+        );
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA were detected; the bounds are checked above.
+            Kernel::Avx2Fma => unsafe {
+                x86::points(
+                    input.as_ptr().add(base),
+                    points,
+                    step,
+                    taps,
+                    weights.as_ptr(),
+                    bias.as_ptr(),
+                    out.as_mut_ptr(),
+                    c,
+                )
+            },
+            Kernel::Portable => {
+                for (p, out) in out.chunks_exact_mut(c).take(points).enumerate() {
+                    out.copy_from_slice(&bias[..c]);
+                    let at = base + p * step;
+                    for tap in taps {
+                        let x = &input[at + tap.input..][..c];
+                        let k = &weights[tap.weight..][..c];
+                        for ((o, x), k) in out.iter_mut().zip(x).zip(k) {
+                            *o += k * x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Tap;
+    use std::arch::x86_64::*;
+
+    /// `P` points × `V` vectors of 8 channels from channel `c0`, in registers
+    /// across every tap.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; every tap's `V · 8` channels from `c0` readable for the `P`
+    /// points, and writable in `out`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const P: usize, const V: usize>(
+        input: *const f32,
+        step: usize,
+        taps: &[Tap],
+        weights: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        c: usize,
+        c0: usize,
+    ) {
+        // SAFETY: the function's contract.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); V]; P];
+            for v in 0..V {
+                let b = _mm256_loadu_ps(bias.add(c0 + 8 * v));
+                for a in acc.iter_mut() {
+                    a[v] = b;
+                }
+            }
+            for tap in taps {
+                let k: [__m256; V] =
+                    std::array::from_fn(|v| _mm256_loadu_ps(weights.add(tap.weight + c0 + 8 * v)));
+                for (p, a) in acc.iter_mut().enumerate() {
+                    let x = input.add(tap.input + p * step + c0);
+                    for v in 0..V {
+                        a[v] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8 * v)), k[v], a[v]);
+                    }
+                }
+            }
+            for (p, a) in acc.iter().enumerate() {
+                for (v, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(out.add(p * c + c0 + 8 * v), *a);
+                }
+            }
+        }
+    }
+
+    /// One point's channels `c0..c`, one at a time (fewer than 8 left).
+    ///
+    /// # Safety
+    /// As [`block`] for those channels.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tail(
+        input: *const f32,
+        taps: &[Tap],
+        weights: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        c: usize,
+        c0: usize,
+    ) {
+        for ch in c0..c {
+            // SAFETY: the function's contract.
+            unsafe {
+                let mut s = *bias.add(ch);
+                for tap in taps {
+                    s = (*weights.add(tap.weight + ch)).mul_add(*input.add(tap.input + ch), s);
+                }
+                *out.add(ch) = s;
+            }
+        }
+    }
+
+    /// One point: 32, then 8 channels at a time, then the rest.
+    ///
+    /// # Safety
+    /// As [`block`] for all `c` channels of one point.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn point(
+        input: *const f32,
+        taps: &[Tap],
+        weights: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        c: usize,
+    ) {
+        let mut c0 = 0;
+        // SAFETY: the function's contract; each block stays below `c`.
+        unsafe {
+            while c0 + 32 <= c {
+                block::<1, 4>(input, 0, taps, weights, bias, out, c, c0);
+                c0 += 32;
+            }
+            while c0 + 8 <= c {
+                block::<1, 1>(input, 0, taps, weights, bias, out, c, c0);
+                c0 += 8;
+            }
+            tail(input, taps, weights, bias, out, c, c0);
+        }
+    }
+
+    /// `points` points `step` apart: four at a time by 16 and then 8 channels,
+    /// the rest (and channels past the last whole vector) one point at a time.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; every tap of every point readable for `c` channels, and
+    /// `points · c` values writable from `out`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn points(
+        input: *const f32,
+        points: usize,
+        step: usize,
+        taps: &[Tap],
+        weights: *const f32,
+        bias: *const f32,
+        out: *mut f32,
+        c: usize,
+    ) {
+        let mut p = 0;
+        // SAFETY: the function's contract; every call stays within the points
+        // and channels it was given.
+        unsafe {
+            if c.is_multiple_of(8) {
+                while p + 4 <= points {
+                    let (x, o) = (input.add(p * step), out.add(p * c));
+                    let mut c0 = 0;
+                    while c0 + 16 <= c {
+                        block::<4, 2>(x, step, taps, weights, bias, o, c, c0);
+                        c0 += 16;
+                    }
+                    if c0 < c {
+                        block::<4, 1>(x, step, taps, weights, bias, o, c, c0);
+                    }
+                    p += 4;
+                }
+            }
+            while p < points {
+                point(input.add(p * step), taps, weights, bias, out.add(p * c), c);
+                p += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, in f64, over an NCHW-free HWC image.
+    fn naive(g: &ConvGeometry, x: &[f32], k: &[f32], b: &[f32]) -> Vec<f32> {
+        let c = g.channels;
+        let [h, w] = g.input_hw;
+        let [oh, ow] = g.output_hw;
+        let [kh, kw] = g.kernel_hw;
+        let mut out = vec![0f32; oh * ow * c];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let mut s = b[ch] as f64;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let y = (oy * g.strides[0] + ky * g.dilations[0]) as isize
+                                - g.pad_before[0] as isize;
+                            let xx = (ox * g.strides[1] + kx * g.dilations[1]) as isize
+                                - g.pad_before[1] as isize;
+                            if y < 0 || xx < 0 || y as usize >= h || xx as usize >= w {
+                                continue;
+                            }
+                            s += k[(ky * kw + kx) * c + ch] as f64
+                                * x[(y as usize * w + xx as usize) * c + ch] as f64;
+                        }
+                    }
+                    out[(oy * ow + ox) * c + ch] = s as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7 + seed * 131) as f32 * 0.37).sin())
+            .collect()
+    }
+
+    /// Output size along one axis (padding `before` and `after`).
+    fn out_len(n: usize, k: usize, s: usize, d: usize, before: usize, after: usize) -> usize {
+        (n + before + after - d * (k - 1) - 1) / s + 1
+    }
+
+    #[test]
+    fn rows_match_the_definition_on_odd_shapes_strides_padding_and_dilation() {
+        // (channels, h, w, kernel, stride, dilation, pad before, pad after)
+        let cases = [
+            (8, 7, 7, [5, 5], [1, 1], [1, 1], [2, 2], [2, 2]),
+            (16, 14, 14, [3, 3], [2, 2], [1, 1], [0, 0], [1, 1]),
+            (32, 9, 11, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
+            (48, 13, 10, [5, 5], [2, 2], [1, 1], [2, 2], [2, 2]),
+            (3, 6, 8, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
+            (13, 12, 9, [3, 5], [1, 2], [2, 1], [2, 0], [1, 3]),
+            (24, 5, 5, [5, 5], [1, 1], [1, 1], [4, 4], [0, 0]),
+            (40, 17, 23, [3, 3], [3, 3], [2, 2], [1, 2], [0, 1]),
+            (1152, 7, 7, [5, 5], [1, 1], [1, 1], [2, 2], [2, 2]),
+            (7, 1, 9, [1, 3], [1, 1], [1, 1], [0, 1], [0, 1]),
+        ];
+        for (seed, &(c, h, w, k, s, d, before, after)) in cases.iter().enumerate() {
+            let g = ConvGeometry {
+                batch: None,
+                channels: c,
+                input_hw: [h, w],
+                output_hw: [
+                    out_len(h, k[0], s[0], d[0], before[0], after[0]),
+                    out_len(w, k[1], s[1], d[1], before[1], after[1]),
+                ],
+                kernel_hw: k,
+                strides: s,
+                dilations: d,
+                pad_before: before,
+            };
+            let x = values(h * w * c, seed);
+            let kernel = values(k[0] * k[1] * c, seed + 5);
+            let bias = values(c, seed + 9);
+            let want = naive(&g, &x, &kernel, &bias);
+            let [oh, ow] = g.output_hw;
+            let mut got = vec![f32::NAN; oh * ow * c];
+            for (oy, row) in got.chunks_exact_mut(ow * c).enumerate() {
+                g.hwc_row(&x, &kernel, &bias, oy, row);
+            }
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "case {seed} ({g:?}) at {i}: {a} vs {b}"
+                );
+            }
+            // The portable loop gives the same values within rounding.
+            let mut portable = vec![f32::NAN; oh * ow * c];
+            for (oy, row) in portable.chunks_exact_mut(ow * c).enumerate() {
+                g.hwc_row_with(Kernel::Portable, &x, &kernel, &bias, oy, row);
+            }
+            for (a, b) in portable.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-5, "case {seed} portable: {a} vs {b}");
+            }
+        }
+    }
+}
