@@ -1,6 +1,6 @@
 //! Depthwise 2-D convolution on a channels-last image (`[H · W, C]` in,
 //! `[OH · OW, C]` out), for the channels-last chains of
-//! [`super::channels_last`]: the kernel is [`ConvGeometry::hwc_row`], output rows are
+//! [`super::channels_last`]: the kernel is [`ConvGeometry::hwc_rows`], output rows are
 //! spread over tract's thread pool, and the fused activations run on each row as
 //! it is written.
 
@@ -61,8 +61,9 @@ impl DepthwiseHwc {
             oh * ow * c * taps,
             |first, rows| {
                 let pointwise = self.pointwise.kernels()?;
+                // Row by row, so that the activations run while the row is in cache.
                 for (i, row) in rows.chunks_exact_mut(ow * c).enumerate() {
-                    g.hwc_row(image, weights, bias, first + i, row);
+                    g.hwc_rows(image, weights, bias, first + i..first + i + 1, row);
                     pointwise.apply(row)?;
                 }
                 Ok(())

@@ -50,56 +50,56 @@ impl ConvGeometry {
         (lo, hi.max(lo))
     }
 
-    /// Computes output row `oy` of a channels-last depthwise convolution into
-    /// `out` (`OW · C` values): `bias[c]` plus
-    /// every in-plane tap `weights[t · C + c] · input[(y, x) · C + c]`, where
-    /// `input` is the `H · W · C` image and `weights` is `[KH · KW, C]`.
+    /// Computes output rows `rows` of a channels-last depthwise convolution
+    /// into `out` (`OW · C` values a row): `bias[c]` plus every in-plane tap
+    /// `weights[t · C + c] · input[(y, x) · C + c]`, where `input` is the
+    /// `H · W · C` image and `weights` is `[KH · KW, C]`.
     ///
     /// # Panics
     /// If a slice is shorter than the geometry says (a caller's bug).
-    pub fn hwc_row(
+    pub fn hwc_rows(
         &self,
         input: &[f32],
         weights: &[f32],
         bias: &[f32],
-        oy: usize,
+        rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        self.hwc_row_with(Kernel::for_this_cpu(), input, weights, bias, oy, out)
+        self.hwc_rows_with(Kernel::for_this_cpu(), input, weights, bias, rows, out)
     }
 
-    /// [`ConvGeometry::hwc_row`] on a given kernel (tests compare them).
-    fn hwc_row_with(
+    /// [`ConvGeometry::hwc_rows`] on a given kernel (tests compare them).
+    fn hwc_rows_with(
         &self,
         kernel: Kernel,
         input: &[f32],
         weights: &[f32],
         bias: &[f32],
-        oy: usize,
+        rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
         let c = self.channels;
         let [h, w] = self.input_hw;
         let [kh, kw] = self.kernel_hw;
+        let row_len = self.output_hw[1] * c;
         assert!(
             input.len() >= h * w * c
                 && weights.len() >= kh * kw * c
                 && bias.len() >= c
-                && out.len() >= self.output_hw[1] * c,
-            "depthwise row: buffers shorter than the geometry"
+                && out.len() >= rows.len() * row_len,
+            "depthwise rows: buffers shorter than the geometry"
         );
-        // The tap rows inside the plane, with their input rows.
-        let rows: Vec<(usize, usize)> = (0..kh)
-            .filter_map(|ky| {
-                (oy * self.strides[0] + ky * self.dilations[0])
-                    .checked_sub(self.pad_before[0])
-                    .filter(|&y| y < h)
-                    .map(|y| (ky, y))
-            })
-            .collect();
-        let taps_at = |ox: usize, taps: &mut Vec<Tap>, base: usize| {
+        // The taps of output point (oy, ox) inside the plane, their inputs
+        // relative to `base`.
+        let taps_at = |oy: usize, ox: usize, taps: &mut Vec<Tap>, base: usize| {
             taps.clear();
-            for &(ky, y) in &rows {
+            for ky in 0..kh {
+                let y = (oy * self.strides[0] + ky * self.dilations[0])
+                    .checked_sub(self.pad_before[0])
+                    .filter(|&y| y < h);
+                let Some(y) = y else {
+                    continue;
+                };
                 for kx in 0..kw {
                     if let Some(x) = self.input_x(ox, kx) {
                         taps.push(Tap {
@@ -111,22 +111,32 @@ impl ConvGeometry {
             }
         };
         let (lo, hi) = self.interior_columns();
-        let mut taps = Vec::with_capacity(kh * kw);
-        // Border columns one by one, each with its own taps.
-        for ox in (0..lo).chain(hi..self.output_hw[1]) {
-            taps_at(ox, &mut taps, 0);
-            let out = &mut out[ox * c..(ox + 1) * c];
-            kernel.points(input, 0, 1, c, &taps, weights, bias, out, c);
-        }
-        // Interior columns share one tap list, relative to each point's first input.
-        if lo < hi {
-            let base = |ox: usize| (ox * self.strides[1] - self.pad_before[1]) * c;
-            taps_at(lo, &mut taps, base(lo));
-            let step = self.strides[1] * c;
-            let out = &mut out[lo * c..hi * c];
-            kernel.points(input, base(lo), hi - lo, step, &taps, weights, bias, out, c);
-        }
+        TAPS.with_borrow_mut(|taps| {
+            for (oy, out) in rows.zip(out.chunks_exact_mut(row_len)) {
+                // Border columns one by one, each with its own taps.
+                for ox in (0..lo).chain(hi..self.output_hw[1]) {
+                    taps_at(oy, ox, taps, 0);
+                    let out = &mut out[ox * c..(ox + 1) * c];
+                    kernel.points(input, 0, 1, c, taps, weights, bias, out, c);
+                }
+                // Interior columns share one tap list, relative to each point's
+                // first input.
+                if lo < hi {
+                    let base = |ox: usize| (ox * self.strides[1] - self.pad_before[1]) * c;
+                    taps_at(oy, lo, taps, base(lo));
+                    let step = self.strides[1] * c;
+                    let out = &mut out[lo * c..hi * c];
+                    kernel.points(input, base(lo), hi - lo, step, taps, weights, bias, out, c);
+                }
+            }
+        })
     }
+}
+
+thread_local! {
+    /// The thread's tap list, kept between calls so that inference allocates
+    /// nothing here.
+    static TAPS: std::cell::RefCell<Vec<Tap>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The kernel for this CPU.
@@ -173,10 +183,16 @@ impl Kernel {
                 && bias.len() >= c
                 && out.len() >= points * c
         );
-        match self {
+        // Channels below `vectors` go to the vector kernel, the rest to the loop.
+        let vectors = match self {
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => c - c % 8,
+            Kernel::Portable => 0,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if vectors > 0 {
             // SAFETY: AVX2 and FMA were detected; the bounds are checked above.
-            Kernel::Avx2Fma => unsafe {
+            unsafe {
                 x86::points(
                     input.as_ptr().add(base),
                     points,
@@ -186,19 +202,19 @@ impl Kernel {
                     bias.as_ptr(),
                     out.as_mut_ptr(),
                     c,
+                    vectors,
                 )
-            },
-            Kernel::Portable => {
-                for (p, out) in out.chunks_exact_mut(c).take(points).enumerate() {
-                    out.copy_from_slice(&bias[..c]);
-                    let at = base + p * step;
-                    for tap in taps {
-                        let x = &input[at + tap.input..][..c];
-                        let k = &weights[tap.weight..][..c];
-                        for ((o, x), k) in out.iter_mut().zip(x).zip(k) {
-                            *o += k * x;
-                        }
-                    }
+            }
+        }
+        for (p, out) in out.chunks_exact_mut(c).take(points).enumerate() {
+            let out = &mut out[vectors..];
+            out.copy_from_slice(&bias[vectors..c]);
+            let at = base + p * step + vectors;
+            for tap in taps {
+                let x = &input[at + tap.input..][..out.len()];
+                let k = &weights[tap.weight + vectors..][..out.len()];
+                for ((o, x), k) in out.iter_mut().zip(x).zip(k) {
+                    *o += k * x;
                 }
             }
         }
@@ -256,38 +272,10 @@ mod x86 {
         }
     }
 
-    /// One point's channels `c0..c`, one at a time (fewer than 8 left).
+    /// One point's first `vectors` channels (a multiple of 8): 32, then 8 at a time.
     ///
     /// # Safety
-    /// As [`block`] for those channels.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tail(
-        input: *const f32,
-        taps: &[Tap],
-        weights: *const f32,
-        bias: *const f32,
-        out: *mut f32,
-        c: usize,
-        c0: usize,
-    ) {
-        for ch in c0..c {
-            // SAFETY: the function's contract.
-            unsafe {
-                let mut s = *bias.add(ch);
-                for tap in taps {
-                    s = (*weights.add(tap.weight + ch)).mul_add(*input.add(tap.input + ch), s);
-                }
-                *out.add(ch) = s;
-            }
-        }
-    }
-
-    /// One point: 32, then 8 channels at a time, then the rest.
-    ///
-    /// # Safety
-    /// As [`block`] for all `c` channels of one point.
+    /// As [`block`] for those channels of one point.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn point(
@@ -297,24 +285,25 @@ mod x86 {
         bias: *const f32,
         out: *mut f32,
         c: usize,
+        vectors: usize,
     ) {
         let mut c0 = 0;
-        // SAFETY: the function's contract; each block stays below `c`.
+        // SAFETY: the function's contract; each block stays below `vectors`.
         unsafe {
-            while c0 + 32 <= c {
+            while c0 + 32 <= vectors {
                 block::<1, 4>(input, 0, taps, weights, bias, out, c, c0);
                 c0 += 32;
             }
-            while c0 + 8 <= c {
+            while c0 < vectors {
                 block::<1, 1>(input, 0, taps, weights, bias, out, c, c0);
                 c0 += 8;
             }
-            tail(input, taps, weights, bias, out, c, c0);
         }
     }
 
-    /// `points` points `step` apart: four at a time by 16 and then 8 channels,
-    /// the rest (and channels past the last whole vector) one point at a time.
+    /// The first `vectors` channels (a multiple of 8) of `points` points `step`
+    /// apart: four points at a time by 16 and then 8 channels, the rest one
+    /// point at a time. The caller computes channels `vectors..c`.
     ///
     /// # Safety
     /// AVX2 and FMA; every tap of every point readable for `c` channels, and
@@ -330,27 +319,27 @@ mod x86 {
         bias: *const f32,
         out: *mut f32,
         c: usize,
+        vectors: usize,
     ) {
         let mut p = 0;
         // SAFETY: the function's contract; every call stays within the points
         // and channels it was given.
         unsafe {
-            if c.is_multiple_of(8) {
-                while p + 4 <= points {
-                    let (x, o) = (input.add(p * step), out.add(p * c));
-                    let mut c0 = 0;
-                    while c0 + 16 <= c {
-                        block::<4, 2>(x, step, taps, weights, bias, o, c, c0);
-                        c0 += 16;
-                    }
-                    if c0 < c {
-                        block::<4, 1>(x, step, taps, weights, bias, o, c, c0);
-                    }
-                    p += 4;
+            while p + 4 <= points {
+                let (x, o) = (input.add(p * step), out.add(p * c));
+                let mut c0 = 0;
+                while c0 + 16 <= vectors {
+                    block::<4, 2>(x, step, taps, weights, bias, o, c, c0);
+                    c0 += 16;
                 }
+                if c0 < vectors {
+                    block::<4, 1>(x, step, taps, weights, bias, o, c, c0);
+                }
+                p += 4;
             }
             while p < points {
-                point(input.add(p * step), taps, weights, bias, out.add(p * c), c);
+                let (x, o) = (input.add(p * step), out.add(p * c));
+                point(x, taps, weights, bias, o, c, vectors);
                 p += 1;
             }
         }
@@ -437,10 +426,21 @@ mod tests {
             let bias = values(c, seed + 9);
             let want = naive(&g, &x, &kernel, &bias);
             let [oh, ow] = g.output_hw;
+            // Whole images, and rows a few at a time as threads take them.
             let mut got = vec![f32::NAN; oh * ow * c];
-            for (oy, row) in got.chunks_exact_mut(ow * c).enumerate() {
-                g.hwc_row(&x, &kernel, &bias, oy, row);
+            g.hwc_rows(&x, &kernel, &bias, 0..oh, &mut got);
+            let mut by_rows = vec![f32::NAN; oh * ow * c];
+            for (i, rows) in by_rows.chunks_mut(2 * ow * c).enumerate() {
+                let first = 2 * i;
+                g.hwc_rows(
+                    &x,
+                    &kernel,
+                    &bias,
+                    first..first + rows.len() / (ow * c),
+                    rows,
+                );
             }
+            assert_eq!(got, by_rows, "case {seed}: rows in chunks");
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-5,
@@ -449,9 +449,7 @@ mod tests {
             }
             // The portable loop gives the same values within rounding.
             let mut portable = vec![f32::NAN; oh * ow * c];
-            for (oy, row) in portable.chunks_exact_mut(ow * c).enumerate() {
-                g.hwc_row_with(Kernel::Portable, &x, &kernel, &bias, oy, row);
-            }
+            g.hwc_rows_with(Kernel::Portable, &x, &kernel, &bias, 0..oh, &mut portable);
             for (a, b) in portable.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-5, "case {seed} portable: {a} vs {b}");
             }
