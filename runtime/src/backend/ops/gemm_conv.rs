@@ -815,26 +815,60 @@ pub(crate) mod tests {
                 .all(|n| n.op_as::<EinSum>().is_none() && n.op_as::<Conv>().is_none()),
             "case {seed}: a product was left to tract: {model}"
         );
-        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-        let xt = tensor1(&x).into_shape(&in_shape).unwrap();
-        let got = plan.run(tvec!(xt.into_tvalue())).unwrap().remove(0);
+        // The same model with its im2col products on the direct kernels, each
+        // kernel this CPU has.
+        let mut models = vec![model.clone()];
+        for kernel in crate::backend::routines::direct_conv::Kernel::all_native() {
+            let mut direct = model.clone();
+            let count = super::super::direct_conv::rewrite_with(&mut direct, kernel).unwrap();
+            let im2col = model
+                .nodes
+                .iter()
+                .filter(|n| n.op_as::<GemmConv>().is_some_and(|op| op.im2col.is_some()))
+                .count();
+            assert!(count >= im2col, "case {seed} {kernel:?}: {direct}");
+            if count > 0 {
+                models.push(direct);
+            }
+        }
         let pads = (
             computed[0].pad_before,
             computed[1].pad_before,
             computed[0].pad_after,
             computed[1].pad_after,
         );
+        for model in models {
+            check_case(seed, model, &x, &in_shape, case, (&k, &b), pads);
+        }
+        replaced
+    }
+
+    /// Runs `model` on `x` and compares with the definition.
+    fn check_case(
+        seed: usize,
+        model: TypedModel,
+        x: &[f32],
+        in_shape: &[usize],
+        case: &Case,
+        (k, b): (&[f32], &[f32]),
+        pads: (usize, usize, usize, usize),
+    ) {
+        let (batch_axis, c, h, w, o, kh, kw, stride, dilation, _, _) = *case;
+        let batch = batch_axis.max(1);
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let xt = tensor1(x).into_shape(in_shape).unwrap();
+        let got = plan.run(tvec!(xt.into_tvalue())).unwrap().remove(0);
         let (want, oh, ow) = naive_conv(
-            &x,
+            x,
             (batch, c, h, w),
-            &k,
+            k,
             (o, kh, kw),
-            &b,
+            b,
             pads,
             stride,
             dilation,
         );
-        let mut want_shape: TVec<usize> = in_shape.clone();
+        let mut want_shape: TVec<usize> = in_shape.into();
         let rank = want_shape.len();
         want_shape[rank - 3] = o;
         want_shape[rank - 2] = oh;
@@ -852,7 +886,6 @@ pub(crate) mod tests {
                 "case {seed} at {i}: got {g}, want {w}"
             );
         }
-        replaced
     }
 
     #[test]

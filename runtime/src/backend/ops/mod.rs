@@ -9,6 +9,7 @@ pub mod axis_softmax;
 pub mod channels_last;
 pub mod depthwise;
 pub mod depthwise_hwc;
+pub mod direct_conv;
 pub mod epilogue;
 pub mod gemm_conv;
 pub mod qgemm_conv;
@@ -116,6 +117,9 @@ fn rewrite_decluttered_with(model: &mut TypedModel, levels: bool) -> TractResult
         replaced += replace_gemm(model, |_| true)?;
         if channels_last::enabled() {
             channels_last::rewrite(model)?;
+        }
+        if direct_conv::enabled() {
+            direct_conv::rewrite(model)?;
         }
     }
     Ok(replaced)

@@ -8,6 +8,7 @@
 
 pub mod depthwise_hwc;
 pub mod depthwise_w;
+pub mod direct_conv;
 pub mod qgemm;
 
 use tract_onnx::prelude::DatumType;
