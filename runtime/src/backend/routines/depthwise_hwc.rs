@@ -8,9 +8,9 @@
 //! size, and out-of-plane taps are simply skipped (no padded copy). That is the
 //! layout onnxruntime's blocked NCHWc convolutions get their depthwise speed from.
 //!
-//! Kernels: AVX2 + FMA on x86-64 (four points × 16 channels inside the plane, one
-//! point × 32 channels at its borders, in registers across all taps), and a
-//! portable loop elsewhere (accumulating in the output row, which compilers
+//! Kernels: AVX2 + FMA and AVX-512 on x86-64 (four points × two vectors of
+//! channels inside the plane, one point × four vectors at its borders, in
+//! registers across all taps), and a portable loop elsewhere (accumulating in the output row, which compilers
 //! vectorise for NEON).
 
 use crate::backend::ops::ConvGeometry;
@@ -140,21 +140,34 @@ thread_local! {
 }
 
 /// The kernel for this CPU.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Kernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// AVX-512 for whole vectors of 16 channels, AVX2 for a last 8.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Kernel {
     fn for_this_cpu() -> Kernel {
+        *Self::available().last().unwrap_or(&Kernel::Portable)
+    }
+
+    /// Every kernel this CPU runs, slowest first.
+    fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)] // nothing is added outside x86-64
+        let mut all = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Kernel::Avx2Fma;
+            all.push(Kernel::Avx2Fma);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Kernel::Avx512);
+            }
         }
-        Kernel::Portable
+        all
     }
 
     /// `points` consecutive output points of `c` channels (their inputs `step`
@@ -183,29 +196,31 @@ impl Kernel {
                 && bias.len() >= c
                 && out.len() >= points * c
         );
-        // Channels below `vectors` go to the vector kernel, the rest to the loop.
-        let vectors = match self {
+        // Channels below `wide` go to the AVX-512 kernel, from there to
+        // `vectors` to the AVX2 one, the rest to the loop.
+        let (wide, vectors) = match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => c - c % 8,
-            Kernel::Portable => 0,
+            Kernel::Avx512 => (c - c % 16, c - c % 8),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => (0, c - c % 8),
+            Kernel::Portable => (0, 0),
         };
         #[cfg(target_arch = "x86_64")]
-        if vectors > 0 {
-            // SAFETY: AVX2 and FMA were detected; the bounds are checked above.
-            unsafe {
-                x86::points(
-                    input.as_ptr().add(base),
-                    points,
-                    step,
-                    taps,
-                    weights.as_ptr(),
-                    bias.as_ptr(),
-                    out.as_mut_ptr(),
-                    c,
-                    vectors,
-                )
+        // SAFETY: the kernels' features were detected; the bounds are checked
+        // above, and each call reads and writes only its channels.
+        unsafe {
+            let input = input.as_ptr().add(base);
+            let (w, b, o) = (weights.as_ptr(), bias.as_ptr(), out.as_mut_ptr());
+            if wide > 0 {
+                avx512::points(input, points, step, taps, w, b, o, c, wide);
+            }
+            if vectors > wide {
+                let (input, w, b, o) = (input.add(wide), w.add(wide), b.add(wide), o.add(wide));
+                avx2::points(input, points, step, taps, w, b, o, c, vectors - wide);
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = wide;
         for (p, out) in out.chunks_exact_mut(c).take(points).enumerate() {
             let out = &mut out[vectors..];
             out.copy_from_slice(&bias[vectors..c]);
@@ -221,130 +236,140 @@ impl Kernel {
     }
 }
 
+/// Expands to a module of the x86-64 kernels for vectors of `$lanes` lanes.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::Tap;
-    use std::arch::x86_64::*;
+macro_rules! hwc_kernels {
+    ($module:ident, $features:literal, $lanes:literal, $vector:ty,
+     $zero:ident, $load:ident, $fma:ident, $store:ident) => {
+        mod $module {
+            use super::Tap;
+            use std::arch::x86_64::*;
 
-    /// `P` points × `V` vectors of 8 channels from channel `c0`, in registers
-    /// across every tap.
-    ///
-    /// # Safety
-    /// AVX2 and FMA; every tap's `V · 8` channels from `c0` readable for the `P`
-    /// points, and writable in `out`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const P: usize, const V: usize>(
-        input: *const f32,
-        step: usize,
-        taps: &[Tap],
-        weights: *const f32,
-        bias: *const f32,
-        out: *mut f32,
-        c: usize,
-        c0: usize,
-    ) {
-        // SAFETY: the function's contract.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); V]; P];
-            for v in 0..V {
-                let b = _mm256_loadu_ps(bias.add(c0 + 8 * v));
-                for a in acc.iter_mut() {
-                    a[v] = b;
-                }
-            }
-            for tap in taps {
-                let k: [__m256; V] =
-                    std::array::from_fn(|v| _mm256_loadu_ps(weights.add(tap.weight + c0 + 8 * v)));
-                for (p, a) in acc.iter_mut().enumerate() {
-                    let x = input.add(tap.input + p * step + c0);
+            /// `P` points × `V` vectors of `$lanes` channels from channel `c0`,
+            /// in registers across every tap.
+            ///
+            /// # Safety
+            /// The CPU has the features; every tap's `V` vectors of channels
+            /// from `c0` readable for the `P` points, and writable in `out`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn block<const P: usize, const V: usize>(
+                input: *const f32,
+                step: usize,
+                taps: &[Tap],
+                weights: *const f32,
+                bias: *const f32,
+                out: *mut f32,
+                c: usize,
+                c0: usize,
+            ) {
+                // SAFETY: the function's contract.
+                unsafe {
+                    let mut acc: [[$vector; V]; P] = [[$zero(); V]; P];
                     for v in 0..V {
-                        a[v] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8 * v)), k[v], a[v]);
+                        let b = $load(bias.add(c0 + $lanes * v));
+                        for a in acc.iter_mut() {
+                            a[v] = b;
+                        }
+                    }
+                    for tap in taps {
+                        let k: [$vector; V] = std::array::from_fn(|v| {
+                            $load(weights.add(tap.weight + c0 + $lanes * v))
+                        });
+                        for (p, a) in acc.iter_mut().enumerate() {
+                            let x = input.add(tap.input + p * step + c0);
+                            for v in 0..V {
+                                a[v] = $fma($load(x.add($lanes * v)), k[v], a[v]);
+                            }
+                        }
+                    }
+                    for (p, a) in acc.iter().enumerate() {
+                        for (v, a) in a.iter().enumerate() {
+                            $store(out.add(p * c + c0 + $lanes * v), *a);
+                        }
                     }
                 }
             }
-            for (p, a) in acc.iter().enumerate() {
-                for (v, a) in a.iter().enumerate() {
-                    _mm256_storeu_ps(out.add(p * c + c0 + 8 * v), *a);
-                }
-            }
-        }
-    }
 
-    /// One point's first `vectors` channels (a multiple of 8): 32, then 8 at a time.
-    ///
-    /// # Safety
-    /// As [`block`] for those channels of one point.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn point(
-        input: *const f32,
-        taps: &[Tap],
-        weights: *const f32,
-        bias: *const f32,
-        out: *mut f32,
-        c: usize,
-        vectors: usize,
-    ) {
-        let mut c0 = 0;
-        // SAFETY: the function's contract; each block stays below `vectors`.
-        unsafe {
-            while c0 + 32 <= vectors {
-                block::<1, 4>(input, 0, taps, weights, bias, out, c, c0);
-                c0 += 32;
-            }
-            while c0 < vectors {
-                block::<1, 1>(input, 0, taps, weights, bias, out, c, c0);
-                c0 += 8;
+            /// The first `vectors` channels (a multiple of the lanes) of
+            /// `points` points `step` apart: four points at a time by two
+            /// vectors and then one, the rest one point at a time by four
+            /// vectors and then one. The caller computes channels `vectors..c`.
+            ///
+            /// # Safety
+            /// The CPU has the features; every tap of every point readable
+            /// for `c` channels, and `points · c` values writable from `out`.
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn points(
+                input: *const f32,
+                points: usize,
+                step: usize,
+                taps: &[Tap],
+                weights: *const f32,
+                bias: *const f32,
+                out: *mut f32,
+                c: usize,
+                vectors: usize,
+            ) {
+                let mut p = 0;
+                // SAFETY: the function's contract; every call stays within the
+                // points and channels it was given.
+                unsafe {
+                    while p + 4 <= points {
+                        let (x, o) = (input.add(p * step), out.add(p * c));
+                        let mut c0 = 0;
+                        while c0 + 2 * $lanes <= vectors {
+                            block::<4, 2>(x, step, taps, weights, bias, o, c, c0);
+                            c0 += 2 * $lanes;
+                        }
+                        if c0 < vectors {
+                            block::<4, 1>(x, step, taps, weights, bias, o, c, c0);
+                        }
+                        p += 4;
+                    }
+                    while p < points {
+                        let (x, o) = (input.add(p * step), out.add(p * c));
+                        let mut c0 = 0;
+                        while c0 + 4 * $lanes <= vectors {
+                            block::<1, 4>(x, 0, taps, weights, bias, o, c, c0);
+                            c0 += 4 * $lanes;
+                        }
+                        while c0 < vectors {
+                            block::<1, 1>(x, 0, taps, weights, bias, o, c, c0);
+                            c0 += $lanes;
+                        }
+                        p += 1;
+                    }
+                }
             }
         }
-    }
-
-    /// The first `vectors` channels (a multiple of 8) of `points` points `step`
-    /// apart: four points at a time by 16 and then 8 channels, the rest one
-    /// point at a time. The caller computes channels `vectors..c`.
-    ///
-    /// # Safety
-    /// AVX2 and FMA; every tap of every point readable for `c` channels, and
-    /// `points · c` values writable from `out`.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn points(
-        input: *const f32,
-        points: usize,
-        step: usize,
-        taps: &[Tap],
-        weights: *const f32,
-        bias: *const f32,
-        out: *mut f32,
-        c: usize,
-        vectors: usize,
-    ) {
-        let mut p = 0;
-        // SAFETY: the function's contract; every call stays within the points
-        // and channels it was given.
-        unsafe {
-            while p + 4 <= points {
-                let (x, o) = (input.add(p * step), out.add(p * c));
-                let mut c0 = 0;
-                while c0 + 16 <= vectors {
-                    block::<4, 2>(x, step, taps, weights, bias, o, c, c0);
-                    c0 += 16;
-                }
-                if c0 < vectors {
-                    block::<4, 1>(x, step, taps, weights, bias, o, c, c0);
-                }
-                p += 4;
-            }
-            while p < points {
-                let (x, o) = (input.add(p * step), out.add(p * c));
-                point(x, taps, weights, bias, o, c, vectors);
-                p += 1;
-            }
-        }
-    }
+    };
 }
+
+#[cfg(target_arch = "x86_64")]
+hwc_kernels!(
+    avx2,
+    "avx2,fma",
+    8,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+#[cfg(target_arch = "x86_64")]
+hwc_kernels!(
+    avx512,
+    "avx512f",
+    16,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
 
 #[cfg(test)]
 mod tests {
@@ -447,11 +472,13 @@ mod tests {
                     "case {seed} ({g:?}) at {i}: {a} vs {b}"
                 );
             }
-            // The portable loop gives the same values within rounding.
-            let mut portable = vec![f32::NAN; oh * ow * c];
-            g.hwc_rows_with(Kernel::Portable, &x, &kernel, &bias, 0..oh, &mut portable);
-            for (a, b) in portable.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-5, "case {seed} portable: {a} vs {b}");
+            // Every kernel this CPU has gives the same values within rounding.
+            for k in Kernel::available() {
+                let mut each = vec![f32::NAN; oh * ow * c];
+                g.hwc_rows_with(k, &x, &kernel, &bias, 0..oh, &mut each);
+                for (a, b) in each.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-5, "case {seed} {k:?}: {a} vs {b}");
+                }
             }
         }
     }
