@@ -142,20 +142,26 @@ pub fn rewrite_with(model: &mut TypedModel, kernel: Kernel) -> TractResult<usize
         let Some(conv) = node.op_as::<GemmConv>() else {
             continue;
         };
-        let konst = |slot: usize| -> TractResult<Option<Vec<f32>>> {
+        // The constants as f32 tensors, borrowed where they are f32 already
+        // (a detector's weights are tens of megabytes).
+        let konst = |slot: usize| -> TractResult<Option<Arc<Tensor>>> {
             let Some(input) = node.inputs.get(slot) else {
-                return Ok(Some(Vec::new()));
+                return Ok(Some(Arc::new(tensor1::<f32>(&[]))));
             };
             let Some(k) = model.outlet_fact(*input)?.konst.clone() else {
                 return Ok(None);
             };
-            let k = k.cast_to::<f32>()?;
-            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+            Ok(Some(match k.datum_type() == f32::datum_type() {
+                true => k,
+                false => Arc::new(k.cast_to::<f32>()?.into_owned()),
+            }))
         };
         let (Some(weight), Some(bias)) = (konst(1)?, konst(2)?) else {
             continue;
         };
-        let Some(op) = DirectConv::for_gemm(conv, &weight, &bias, kernel) else {
+        let (weight, bias) = (weight.try_as_plain_ram()?, bias.try_as_plain_ram()?);
+        let (weight, bias) = (weight.as_slice::<f32>()?, bias.as_slice::<f32>()?);
+        let Some(op) = DirectConv::for_gemm(conv, weight, bias, kernel) else {
             continue;
         };
         let mut patch = TypedModelPatch::default();

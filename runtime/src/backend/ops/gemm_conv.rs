@@ -11,6 +11,10 @@
 //! channels times the kernel taps. For a 1×1 convolution with stride 1 and no
 //! padding (tract declutters those into an `EinSum`) `cols` is the input itself;
 //! otherwise it is the im2col matrix, built in a per-thread scratch buffer.
+//!
+//! Where Outpost has a direct kernel (x86-64 with AVX2 + FMA or AVX-512), the
+//! products with im2col then move to [`super::direct_conv`], which reads the
+//! padded input in place instead of building that matrix.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -96,17 +100,7 @@ impl ConvGeometry {
                         out[end..].fill(zero);
                         // first ≥ ceil((left − shift) / sw), so the subtraction holds.
                         let x0 = first * sw + shift - left;
-                        if sw == 1 {
-                            out[first..end].copy_from_slice(&src[x0..x0 + end - first]);
-                        } else if sw == 2 {
-                            for (o, pair) in out[first..end].iter_mut().zip(src[x0..].chunks(2)) {
-                                *o = pair[0];
-                            }
-                        } else {
-                            for (o, x) in out[first..end].iter_mut().zip((x0..).step_by(sw)) {
-                                *o = src[x];
-                            }
-                        }
+                        super::gather_row(&mut out[first..end], src, x0, sw);
                     }
                 }
             }

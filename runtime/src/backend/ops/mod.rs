@@ -86,6 +86,36 @@ impl ConvGeometry {
     }
 }
 
+/// `dst[i] = src[first + i · step]` for every `i` of `dst`: a row of an image
+/// at a stride, as im2col and the direct convolutions' padded copies take it.
+///
+/// # Panics
+/// If `src` is too short (a caller's bug).
+pub(crate) fn gather_row<T: Copy>(dst: &mut [T], src: &[T], first: usize, step: usize) {
+    if dst.is_empty() {
+        return;
+    }
+    match step {
+        1 => dst.copy_from_slice(&src[first..first + dst.len()]),
+        // Pairs: a shape the compiler vectorises better than a stepped iterator.
+        2 => {
+            let src = &src[first..];
+            assert!(
+                src.len() > 2 * (dst.len() - 1),
+                "gather_row: source too short"
+            );
+            for (o, pair) in dst.iter_mut().zip(src.chunks(2)) {
+                *o = pair[0];
+            }
+        }
+        _ => {
+            for (o, x) in dst.iter_mut().zip((first..).step_by(step)) {
+                *o = src[x];
+            }
+        }
+    }
+}
+
 /// Replaces tract ops in a decluttered (not yet optimised) model, where the
 /// convolutions still carry their geometry; returns how many were replaced.
 /// Depthwise convolutions are replaced where Outpost's op is measured faster
