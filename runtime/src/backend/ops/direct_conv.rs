@@ -16,7 +16,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
 
 use super::activation::Pointwise;
-use super::gemm_conv::{GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
+use super::gemm_conv::{run_parts, GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
 use crate::backend::routines::direct_conv::{Kernel, Plan};
 
 /// Whether the CPU backend runs convolutions larger than 1×1 here: where a vector
@@ -105,19 +105,12 @@ impl DirectConv {
             match &pool {
                 Some(pool) if bands > 1 => {
                     let parts = pool.current_num_threads().min(bands);
-                    let mut results: Vec<TractResult<()>> = (0..parts).map(|_| Ok(())).collect();
-                    pool.scope(|scope| {
-                        for (p, result) in results.iter_mut().enumerate() {
-                            let part = bands * p / parts..bands * (p + 1) / parts;
-                            // SAFETY: `out` holds the image's M · OH · OW values
-                            // and the parts cover disjoint bands of rows.
-                            scope.spawn(move |_| {
-                                *result =
-                                    unsafe { self.plan.run(input, rows, part, out.get(), finish) };
-                            });
-                        }
-                    });
-                    results.into_iter().collect::<TractResult<()>>()?;
+                    run_parts(pool, parts, |p| {
+                        let part = bands * p / parts..bands * (p + 1) / parts;
+                        // SAFETY: `out` holds the image's M · OH · OW values and
+                        // the parts cover disjoint bands of rows.
+                        unsafe { self.plan.run(input, rows, part, out.get(), finish) }
+                    })?;
                 }
                 // SAFETY: as above, with one part.
                 _ => unsafe { self.plan.run(input, rows, 0..bands, out.get(), finish)? },

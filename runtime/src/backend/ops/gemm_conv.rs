@@ -354,21 +354,10 @@ impl GemmConv {
             // SAFETY (both calls): the sizes are checked above, and the parts write
             // disjoint blocks of `out`.
             match (&pool, split) {
-                (Some(pool), Some(split)) => {
-                    let mut results: Vec<TractResult<()>> =
-                        (0..split.parts).map(|_| Ok(())).collect();
-                    pool.scope(|scope| {
-                        for (p, result) in results.iter_mut().enumerate() {
-                            let (channels, units) = split.part(self, p);
-                            scope.spawn(move |_| {
-                                *result = unsafe {
-                                    self.part(input, weight, accumulate, out.get(), channels, units)
-                                }
-                            });
-                        }
-                    });
-                    results.into_iter().collect::<TractResult<()>>()?;
-                }
+                (Some(pool), Some(split)) => run_parts(pool, split.parts, |p| {
+                    let (channels, units) = split.part(self, p);
+                    unsafe { self.part(input, weight, accumulate, out.get(), channels, units) }
+                })?,
                 _ => unsafe {
                     self.part(input, weight, accumulate, out.get(), 0..m, 0..self.units())?
                 },
@@ -561,6 +550,31 @@ impl Split {
         } else {
             (0..conv.m, share(conv.units()))
         }
+    }
+}
+
+/// Runs `part(p)` for every `p` in `0..parts` on `pool`, in parallel, and
+/// returns an error if any part failed. Nothing is allocated: steady-state
+/// inference calls this once per product.
+pub(crate) fn run_parts(
+    pool: &rayon::ThreadPool,
+    parts: usize,
+    part: impl Fn(usize) -> TractResult<()> + Sync,
+) -> TractResult<()> {
+    let failure = std::sync::Mutex::new(None);
+    pool.scope(|scope| {
+        for p in 0..parts {
+            let (part, failure) = (&part, &failure);
+            scope.spawn(move |_| {
+                if let Err(e) = part(p) {
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+            });
+        }
+    });
+    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

@@ -18,7 +18,7 @@ use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, 
 
 use super::activation::Pointwise;
 use super::activation::{Activation, PointwiseKernels};
-use super::gemm_conv::{GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
+use super::gemm_conv::{run_parts, GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
 use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
 use crate::backend::routines::qgemm::{
@@ -244,21 +244,11 @@ impl QGemmConv {
                     }
                 };
                 match &pool {
-                    Some(pool) if parts > 1 => {
-                        let mut results: Vec<TractResult<()>> =
-                            (0..parts).map(|_| Ok(())).collect();
-                        pool.scope(|scope| {
-                            for (p, result) in results.iter_mut().enumerate() {
-                                let (rows, units) = part(p);
-                                scope.spawn(move |_| {
-                                    // SAFETY: parts write disjoint blocks of `out`.
-                                    *result =
-                                        unsafe { self.part(quantized, out.get(), rows, units) }
-                                });
-                            }
-                        });
-                        results.into_iter().collect()
-                    }
+                    Some(pool) if parts > 1 => run_parts(pool, parts, |p| {
+                        let (rows, units) = part(p);
+                        // SAFETY: parts write disjoint blocks of `out`.
+                        unsafe { self.part(quantized, out.get(), rows, units) }
+                    }),
                     // SAFETY: the whole output of this image.
                     _ => unsafe { self.part(quantized, out.get(), 0..m, 0..self.units()) },
                 }

@@ -64,7 +64,8 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// Every kernel this CPU runs, the portable one first.
+    /// Every kernel this CPU runs, the portable one first (tests compare them).
+    #[cfg(test)]
     pub fn all_native() -> Vec<Kernel> {
         #[allow(unused_mut)] // nothing is added outside x86-64
         let mut all = vec![Kernel::Portable];
