@@ -1,4 +1,5 @@
-//! The CPU backend: tract, optionally on a multithreaded executor.
+//! The CPU backend: tract, with Outpost's ops, optionally on several threads
+//! (Outpost's spinning pool for its own ops, tract's rayon pool for tract's).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use tract_onnx::tract_core::runtime::RunOptions;
 
 use std::time::Instant;
 
+use super::parallel::{self, SpinPool};
 use super::precompiled;
 use super::profile::Profile;
 use super::simd_state;
@@ -21,6 +23,8 @@ pub struct CpuBackend {
     plan: Arc<TypedRunnableModel>,
     output_names: Vec<String>,
     output_shapes: Vec<Vec<Option<usize>>>,
+    /// The pool for Outpost's ops, when there is more than one thread.
+    pool: Option<SpinPool>,
 }
 
 impl CpuBackend {
@@ -114,12 +118,19 @@ impl CpuBackend {
         let plan = optimized
             .into_runnable_with_options(&options)
             .map_err(load_err)?;
+        let pool = match threads > 1 {
+            true => Some(SpinPool::new(threads).map_err(|e| {
+                Error::ModelLoad(format!("cannot start {threads} inference threads: {e}"))
+            })?),
+            false => None,
+        };
         phases.mark("plan");
         tracing::debug!(phases = %phases, "model loaded");
         Ok(CpuBackend {
             plan,
             output_names,
             output_shapes,
+            pool,
         })
     }
 }
@@ -232,11 +243,12 @@ fn infer_err(e: TractError) -> Error {
 /// `node_ms[node id]` when given.
 fn run_nodes(
     state: &mut TypedSimpleState,
+    pool: Option<&SpinPool>,
     input: Tensor,
     mut node_ms: Option<&mut [f64]>,
 ) -> Result<TVec<TValue>> {
-    let outputs = state
-        .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+    let outputs = parallel::scope(pool, || {
+        state.run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
             simd_state::clear_upper_state();
             let started = node_ms.is_some().then(Instant::now);
             let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
@@ -245,7 +257,8 @@ fn run_nodes(
             }
             out
         })
-        .map_err(infer_err);
+    })
+    .map_err(infer_err);
     simd_state::clear_upper_state();
     outputs
 }
@@ -268,7 +281,7 @@ impl Backend for CpuBackend {
             let input = tensor(shape, data.to_vec())?;
             let mut run: Vec<f64> = vec![0.0; model.nodes.len()];
             let started = Instant::now();
-            run_nodes(&mut state, input, Some(&mut run))?;
+            run_nodes(&mut state, self.pool.as_ref(), input, Some(&mut run))?;
             totals.push(started.elapsed().as_secs_f64() * 1e3);
             for (samples, ms) in per_node.iter_mut().zip(run) {
                 samples.push(ms);
@@ -297,7 +310,7 @@ impl Backend for CpuBackend {
     fn run(&self, shape: &[usize], data: Vec<f32>) -> Result<Vec<OutputTensor>> {
         let input = tensor(shape, data)?;
         let mut state = self.plan.spawn().map_err(infer_err)?;
-        let outputs = run_nodes(&mut state, input, None)?;
+        let outputs = run_nodes(&mut state, self.pool.as_ref(), input, None)?;
         outputs
             .into_iter()
             .zip(&self.output_names)

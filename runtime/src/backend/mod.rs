@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod nnef_binary;
 pub mod ops;
+pub mod parallel;
 pub mod precompiled;
 pub mod profile;
 pub mod qdq_weights;

@@ -234,7 +234,6 @@ mod tests {
     use crate::backend::ops::tests::relu6;
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;
-    use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     /// A float convolution, `kernel`×`kernel` with "same" padding at `stride`.
     fn conv(
@@ -382,9 +381,8 @@ mod tests {
             let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
             let want = run(&model, &input);
             for threads in [1, 2] {
-                let got = multithread_tract_scope(Executor::multithread(threads), || {
-                    run(&rewritten, &input)
-                });
+                let got =
+                    crate::backend::parallel::with_threads(threads, || run(&rewritten, &input));
                 assert_eq!(got.len(), want.len());
                 let scale = want.iter().fold(1f32, |a, w| a.max(w.abs()));
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -26,7 +26,6 @@ use super::epilogue::Channels;
 use super::gemm_conv::WeightLayout;
 use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
-use tract_onnx::tract_core::tract_linalg;
 
 /// The thread's padded plane, flattened run and (for an output of levels) `f32`
 /// output plane.
@@ -233,7 +232,7 @@ impl Depthwise {
                 }
             };
         match output {
-            ValuesMut::F32(output) => tract_linalg::multithread::par_chunks_mut(
+            ValuesMut::F32(output) => crate::backend::parallel::par_chunks_mut(
                 output,
                 plane_out,
                 total,
@@ -259,7 +258,7 @@ impl Depthwise {
                     }
                     steps => (steps, [f32::NEG_INFINITY, f32::INFINITY]),
                 };
-                tract_linalg::multithread::par_chunks_mut(
+                crate::backend::parallel::par_chunks_mut(
                     output,
                     plane_out,
                     total,

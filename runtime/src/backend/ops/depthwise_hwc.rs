@@ -6,7 +6,6 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg;
 
 use super::activation::Pointwise;
 use super::ConvGeometry;
@@ -55,7 +54,7 @@ impl DepthwiseHwc {
         );
         ensure!(bias.len() == c, "depthwise bias: {} values", bias.len());
         ensure!(output.len() == oh * ow * c && ow * c > 0);
-        tract_linalg::multithread::par_chunks_mut(
+        crate::backend::parallel::par_chunks_mut(
             output,
             ow * c,
             oh * ow * c * taps,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
 
 use super::activation::Pointwise;
-use super::gemm_conv::{run_parts, GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
+use super::gemm_conv::{GemmConv, WeightLayout, PARALLEL_MACS};
+use crate::backend::parallel::{self, SharedOutput};
 use crate::backend::routines::direct_conv::{Kernel, Plan};
 
 /// Whether the CPU backend runs convolutions larger than 1×1 here: where a vector
@@ -85,15 +85,11 @@ impl DirectConv {
             self.images * per_image_in
         );
         ensure!(output.len() == self.images * m * n);
-        let pool = match current_tract_executor() {
-            Executor::MultiThread(pool) if m * n * k >= PARALLEL_MACS => {
-                Some(pool).filter(|p| p.current_num_threads() > 1)
-            }
-            _ => None,
+        let threads = match m * n * k >= PARALLEL_MACS {
+            true => parallel::threads(),
+            false => 1,
         };
-        let rows = self
-            .plan
-            .band_rows(pool.as_ref().map_or(1, |p| p.current_num_threads()));
+        let rows = self.plan.band_rows(threads);
         let bands = self.plan.output_rows().div_ceil(rows);
         let activation = self.pointwise.kernels()?;
         let finish = |tile: &mut [f32]| activation.apply(tile);
@@ -102,10 +98,10 @@ impl DirectConv {
             .zip(output.chunks_exact_mut(m * n))
         {
             let out = SharedOutput(out.as_mut_ptr());
-            match &pool {
-                Some(pool) if bands > 1 => {
-                    let parts = pool.current_num_threads().min(bands);
-                    run_parts(pool, parts, |p| {
+            match threads {
+                2.. if bands > 1 => {
+                    let parts = threads.min(bands);
+                    parallel::run_parts(parts, |p| {
                         let part = bands * p / parts..bands * (p + 1) / parts;
                         // SAFETY: `out` holds the image's M · OH · OW values and
                         // the parts cover disjoint bands of rows.
@@ -222,7 +218,6 @@ mod tests {
     use crate::backend::ops::activation::Activation;
     use crate::backend::ops::gemm_conv::tests::{nchw_conv, values};
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
-    use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
 
     /// On 1, 2 and 3 threads (bands of different heights, split between
     /// threads) the op gives the same bits, and the im2col product's values,
@@ -262,7 +257,7 @@ mod tests {
                     }
                     for threads in [2, 3] {
                         let mut multi = vec![f32::NAN; want.len()];
-                        multithread_tract_scope(Executor::multithread(threads), || {
+                        crate::backend::parallel::with_threads(threads, || {
                             op.compute(&x, &mut multi)
                         })
                         .unwrap();

@@ -376,7 +376,6 @@ mod tests {
     use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::ops::{math, nn};
-    use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     /// Wires `tail` (tract ops, as ONNX exporters leave them) after `x`.
     fn wire_tail(model: &mut TypedModel, x: OutletId, tail: &str, channels: usize) -> OutletId {
@@ -465,7 +464,7 @@ mod tests {
             let plan = model.into_optimized().unwrap().into_runnable().unwrap();
             let go = || plan.run(tvec!(input.clone().into_tvalue()));
             let out = if threads > 1 {
-                multithread_tract_scope(Executor::multithread(threads), go)
+                crate::backend::parallel::with_threads(threads, go)
             } else {
                 go()
             };

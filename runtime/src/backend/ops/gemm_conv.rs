@@ -24,7 +24,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use super::activation::Pointwise;
 use super::epilogue::Channels;
 use super::ConvGeometry;
-use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
+use crate::backend::parallel::{self, SharedOutput};
 
 thread_local! {
     /// The thread's im2col matrix, kept between inferences so that steady-state
@@ -328,11 +328,11 @@ impl GemmConv {
             bias.len()
         );
         ensure!(output.len() == self.images * m * n);
-        let pool = match current_tract_executor() {
-            Executor::MultiThread(pool) if m * n * k >= PARALLEL_MACS => Some(pool),
-            _ => None,
+        let threads = match m * n * k >= PARALLEL_MACS {
+            true => parallel::threads(),
+            false => 1,
         };
-        let split = Split::choose(self, pool.as_ref().map_or(1, |p| p.current_num_threads()));
+        let split = Split::choose(self, threads);
         for (img, out) in output.chunks_exact_mut(m * n).enumerate() {
             let input = &image[img * per_image_in..(img + 1) * per_image_in];
             match bias {
@@ -353,12 +353,12 @@ impl GemmConv {
             let accumulate = !bias.is_empty();
             // SAFETY (both calls): the sizes are checked above, and the parts write
             // disjoint blocks of `out`.
-            match (&pool, split) {
-                (Some(pool), Some(split)) => run_parts(pool, split.parts, |p| {
+            match split {
+                Some(split) => parallel::run_parts(split.parts, |p| {
                     let (channels, units) = split.part(self, p);
                     unsafe { self.part(input, weight, accumulate, out.get(), channels, units) }
                 })?,
-                _ => unsafe {
+                None => unsafe {
                     self.part(input, weight, accumulate, out.get(), 0..m, 0..self.units())?
                 },
             }
@@ -550,46 +550,6 @@ impl Split {
         } else {
             (0..conv.m, share(conv.units()))
         }
-    }
-}
-
-/// Runs `part(p)` for every `p` in `0..parts` on `pool`, in parallel, and
-/// returns an error if any part failed. Nothing is allocated: steady-state
-/// inference calls this once per product.
-pub(crate) fn run_parts(
-    pool: &rayon::ThreadPool,
-    parts: usize,
-    part: impl Fn(usize) -> TractResult<()> + Sync,
-) -> TractResult<()> {
-    let failure = std::sync::Mutex::new(None);
-    pool.scope(|scope| {
-        for p in 0..parts {
-            let (part, failure) = (&part, &failure);
-            scope.spawn(move |_| {
-                if let Err(e) = part(p) {
-                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                }
-            });
-        }
-    });
-    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// The output of one image, shared by the threads that write its blocks.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedOutput<P: Copy = *mut f32>(pub(crate) P);
-
-// SAFETY: each thread writes its own block (`GemmConv::part`, `QGemmConv::part`).
-unsafe impl<P: Copy> Send for SharedOutput<P> {}
-unsafe impl<P: Copy> Sync for SharedOutput<P> {}
-
-impl<P: Copy> SharedOutput<P> {
-    /// The pointer; a method, so that closures capture the whole (Send) wrapper.
-    pub(crate) fn get(self) -> P {
-        self.0
     }
 }
 
@@ -1027,7 +987,6 @@ pub(crate) mod tests {
     #[test]
     fn threads_split_the_work_without_changing_the_result() {
         use super::super::activation::Activation;
-        use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
         let conv = |c, o, kernel| nchw_conv(c, o, kernel, PaddingSpec::SameUpper, 1);
         // An im2col convolution in several blocks per thread, a direct 1×1 one,
         // one with fewer output rows than threads, and direct ones with more
@@ -1068,7 +1027,7 @@ pub(crate) mod tests {
                     let split = Split::choose(op, threads).unwrap();
                     assert_eq!(split.by_channels, kernel == 1 && o > hw * hw);
                     let mut multi = vec![0f32; single.len()];
-                    multithread_tract_scope(Executor::multithread(threads), || {
+                    crate::backend::parallel::with_threads(threads, || {
                         op.compute(&x, w, &b, &mut multi)
                     })
                     .unwrap();
@@ -1089,7 +1048,6 @@ pub(crate) mod tests {
     #[test]
     fn channels_last_layouts_give_the_transposed_results() {
         use super::super::activation::Activation;
-        use tract_onnx::tract_core::tract_linalg::multithread::multithread_tract_scope;
         let conv = |c, o, kernel| nchw_conv(c, o, kernel, PaddingSpec::SameUpper, 1);
         // (in channels, out channels, size, kernel): im2col, direct, and direct
         // with more channels than points (split by channels).
@@ -1127,7 +1085,7 @@ pub(crate) mod tests {
                         let want = if output_last { &want_last } else { &want };
                         for threads in [1, 2, 3] {
                             let mut got = vec![f32::NAN; want.len()];
-                            multithread_tract_scope(Executor::multithread(threads), || {
+                            crate::backend::parallel::with_threads(threads, || {
                                 op.compute(x, &w, &b, &mut got)
                             })
                             .unwrap();

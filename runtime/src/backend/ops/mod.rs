@@ -531,7 +531,6 @@ pub(crate) mod tests {
     use crate::backend::ops::qgemm_conv::tests::{run, wire_pair};
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};
-    use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     /// `min(max(x, 0), 6)` as ONNX writes ReLU6.
     pub(crate) fn relu6(m: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
@@ -691,7 +690,7 @@ pub(crate) mod tests {
             let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
             let want = run(&model, &input);
             for threads in [1, 2] {
-                let (a, b) = multithread_tract_scope(Executor::multithread(threads), || {
+                let (a, b) = crate::backend::parallel::with_threads(threads, || {
                     (run(&plain, &input), run(&levels, &input))
                 });
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

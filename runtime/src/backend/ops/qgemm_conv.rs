@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::tract_linalg::multithread::{current_tract_executor, Executor};
 
 use super::activation::Pointwise;
 use super::activation::{Activation, PointwiseKernels};
-use super::gemm_conv::{run_parts, GemmConv, SharedOutput, WeightLayout, PARALLEL_MACS};
+use super::gemm_conv::{GemmConv, WeightLayout, PARALLEL_MACS};
 use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
+use crate::backend::parallel::{self, SharedOutput};
 use crate::backend::routines::qgemm::{
     pack_columns, product, Dst, Kernel, PackedWeights, Post, MR, NR,
 };
@@ -200,11 +200,10 @@ impl QGemmConv {
                 && matches!(output, ValuesMut::U8(_)) == self.output_levels.is_some(),
             "INT8 convolution called with the wrong tensor types"
         );
-        let pool = match current_tract_executor() {
-            Executor::MultiThread(pool) if m * n * k >= PARALLEL_MACS => Some(pool),
-            _ => None,
+        let threads = match m * n * k >= PARALLEL_MACS {
+            true => parallel::threads(),
+            false => 1,
         };
-        let threads = pool.as_ref().map_or(1, |p| p.current_num_threads());
         // More channels than points: each thread takes whole panels of channels.
         let by_channels = self.im2col.is_none() && m > n;
         let parts = if by_channels {
@@ -243,8 +242,8 @@ impl QGemmConv {
                         &scratch[..]
                     }
                 };
-                match &pool {
-                    Some(pool) if parts > 1 => run_parts(pool, parts, |p| {
+                match parts {
+                    2.. => parallel::run_parts(parts, |p| {
                         let (rows, units) = part(p);
                         // SAFETY: parts write disjoint blocks of `out`.
                         unsafe { self.part(quantized, out.get(), rows, units) }
@@ -416,7 +415,6 @@ pub(crate) mod tests {
     use tract_onnx::tract_core::ops::math::{max, min};
     use tract_onnx::tract_core::ops::nn::DataFormat;
     use tract_onnx::tract_core::ops::quant::{quantize_linear_u8, DequantizeLinearF32};
-    use tract_onnx::tract_core::tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     /// One QDQ layer: `x → [Pad] → Q → DQ → Conv(int8 · scale, bias) → ReLU6 →
     /// Q → DQ`, as the trainer writes it and tract reads it.
@@ -609,9 +607,8 @@ pub(crate) mod tests {
             let input = tensor1(&input).into_shape(&[1, layer.c, h, w]).unwrap();
             let want = run(&model, &input);
             for threads in [1, 2] {
-                let got = multithread_tract_scope(Executor::multithread(threads), || {
-                    run(&rewritten, &input)
-                });
+                let got =
+                    crate::backend::parallel::with_threads(threads, || run(&rewritten, &input));
                 assert_eq!(got.len(), want.len());
                 let step = 6.0 / 255.0;
                 let mut differ = 0;
