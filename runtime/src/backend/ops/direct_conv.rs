@@ -98,18 +98,35 @@ impl DirectConv {
             .zip(output.chunks_exact_mut(m * n))
         {
             let out = SharedOutput(out.as_mut_ptr());
+            let blocks = self.plan.channel_blocks();
+            // SAFETY (every call): `out` holds the image's M · OH · OW values,
+            // and the parts cover disjoint bands of rows or blocks of channels.
             match threads {
-                2.. if bands > 1 => {
-                    let parts = threads.min(bands);
-                    parallel::run_parts(parts, |p| {
-                        let part = bands * p / parts..bands * (p + 1) / parts;
-                        // SAFETY: `out` holds the image's M · OH · OW values and
-                        // the parts cover disjoint bands of rows.
-                        unsafe { self.plan.run(input, rows, part, out.get(), finish) }
+                2.. if bands >= threads => {
+                    parallel::run_parts(threads, |p| {
+                        let part = bands * p / threads..bands * (p + 1) / threads;
+                        unsafe {
+                            self.plan
+                                .run(input, rows, part, 0..blocks, out.get(), finish)
+                        }
                     })?;
                 }
-                // SAFETY: as above, with one part.
-                _ => unsafe { self.plan.run(input, rows, 0..bands, out.get(), finish)? },
+                // Fewer bands than threads (a plane a few rows high): each thread
+                // takes some channels of every row.
+                2.. if blocks > 1 => {
+                    let parts = threads.min(blocks);
+                    parallel::run_parts(parts, |p| {
+                        let part = blocks * p / parts..blocks * (p + 1) / parts;
+                        unsafe {
+                            self.plan
+                                .run(input, rows, 0..bands, part, out.get(), finish)
+                        }
+                    })?;
+                }
+                _ => unsafe {
+                    self.plan
+                        .run(input, rows, 0..bands, 0..blocks, out.get(), finish)?
+                },
             }
         }
         Ok(())
@@ -219,8 +236,8 @@ mod tests {
     use crate::backend::ops::gemm_conv::tests::{nchw_conv, values};
     use tract_onnx::tract_core::ops::cnn::PaddingSpec;
 
-    /// On 1, 2 and 3 threads (bands of different heights, split between
-    /// threads) the op gives the same bits, and the im2col product's values,
+    /// On 1, 2 and 3 threads (bands of different heights split between
+    /// threads, or channels where there are fewer bands than threads) the op gives the same bits, and the im2col product's values,
     /// with and without a fused activation; batches of two images.
     #[test]
     fn threads_and_bands_give_the_same_results() {
@@ -229,6 +246,8 @@ mod tests {
             (8, 12, 150, 3),
             (300, 40, 9, 3),
             (5, 7, 31, 5),
+            // Two output rows: 3 threads split the channels instead.
+            (512, 200, 2, 3),
         ] {
             let conv = nchw_conv(c, o, kernel, PaddingSpec::SameUpper, 1);
             let fact = f32::fact([2, c, hw, hw]);

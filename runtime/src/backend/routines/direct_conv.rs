@@ -281,6 +281,11 @@ impl Plan {
         self.output_hw[0]
     }
 
+    /// Blocks of `MR` output channels (the last one may be partial).
+    pub fn channel_blocks(&self) -> usize {
+        self.m.div_ceil(self.kernel.tile().0)
+    }
+
     /// Output rows per band when the work is shared by `parts` threads: as
     /// many as fit [`BAND_VALUES`], at least enough for a few whole tiles,
     /// and no more than gives each thread a band.
@@ -292,15 +297,17 @@ impl Plan {
         fit.max(few_tiles).min(oh.div_ceil(parts.max(1))).max(1)
     }
 
-    /// Computes every output channel of the output rows in bands `bands` of
-    /// `rows` rows each (the last one may be shorter) of `image` (`[C, H, W]`)
-    /// into `out` (`[M, OH, OW]`, of which this call writes only those rows).
+    /// Computes the output channels of blocks `blocks` (see
+    /// [`Plan::channel_blocks`]) of the output rows in bands `bands` of `rows`
+    /// rows each (the last one may be shorter) of `image` (`[C, H, W]`) into
+    /// `out` (`[M, OH, OW]`, of which this call writes only those channels and
+    /// rows).
     /// `finish` runs on each tile of `MR` channels × `NR` points
     /// (channel-major) before it is stored: the activations.
     ///
     /// # Safety
     /// `out` points to `M · OH · OW` values, and no other thread writes the
-    /// rows of `bands` while this runs.
+    /// rows of `bands` in the channels of `blocks` while this runs.
     ///
     /// # Panics
     /// If `image` is shorter than [`Plan::input_len`] or `rows` is 0.
@@ -309,6 +316,7 @@ impl Plan {
         image: &[f32],
         rows: usize,
         bands: std::ops::Range<usize>,
+        blocks: std::ops::Range<usize>,
         out: *mut f32,
         mut finish: impl FnMut(&mut [f32]) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -331,7 +339,9 @@ impl Plan {
                 }
                 self.pad_band(image, first, rows, band);
                 // SAFETY: the caller's contract, for these rows.
-                unsafe { self.band_product(band, offsets, first, count, out, &mut finish)? };
+                unsafe {
+                    self.band_product(band, offsets, first, count, &blocks, out, &mut finish)?
+                };
             }
             Ok(())
         })
@@ -378,6 +388,7 @@ impl Plan {
         offsets: &[usize],
         first: usize,
         count: usize,
+        blocks: &std::ops::Range<usize>,
         out: *mut f32,
         finish: &mut impl FnMut(&mut [f32]) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -392,7 +403,8 @@ impl Plan {
         let tile = &mut tile[..mr * nr];
         // Channel blocks outside, so that each block's weights are read from
         // memory once per band (a deep layer's weights outgrow L2).
-        for (block, panel) in self.packed.chunks_exact(k * mr).enumerate() {
+        let panels = self.packed.chunks_exact(k * mr).enumerate();
+        for (block, panel) in panels.skip(blocks.start).take(blocks.len()) {
             for q0 in (0..points).step_by(nr) {
                 let bias = &self.bias[block * mr..(block + 1) * mr];
                 // SAFETY: every read is below `q0 + NR + max offset ≤ band.len()`
@@ -695,12 +707,15 @@ mod tests {
                 let conv = Plan::new(&g, m, &weight, &bias, kernel).unwrap();
                 // One band, then bands of 1, 2 and 3 rows in two calls: the same bits.
                 let mut out = vec![f32::NAN; m * oh * ow];
-                unsafe { conv.run(&input, oh, 0..1, out.as_mut_ptr(), no_finish) }.unwrap();
+                let all = 0..conv.channel_blocks();
+                let ptr = out.as_mut_ptr();
+                unsafe { conv.run(&input, oh, 0..1, all.clone(), ptr, no_finish) }.unwrap();
                 for rows in [1, 2, 3, conv.band_rows(1), conv.band_rows(2)] {
                     let mut bands = vec![f32::NAN; m * oh * ow];
                     let (count, ptr) = (oh.div_ceil(rows), bands.as_mut_ptr());
                     for part in [0..count / 2, count / 2..count] {
-                        unsafe { conv.run(&input, rows, part, ptr, no_finish) }.unwrap();
+                        let all = all.clone();
+                        unsafe { conv.run(&input, rows, part, all, ptr, no_finish) }.unwrap();
                     }
                     assert_eq!(
                         out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -708,6 +723,18 @@ mod tests {
                         "case {seed} {kernel:?}: bands of {rows} rows differ"
                     );
                 }
+                // Channel blocks in three calls (the first may be empty): the same bits.
+                let mut blocks = vec![f32::NAN; m * oh * ow];
+                let (count, ptr) = (conv.channel_blocks(), blocks.as_mut_ptr());
+                for part in [0..count / 3, count / 3..count - 1, count - 1..count] {
+                    unsafe { conv.run(&input, 2, 0..oh.div_ceil(2), part, ptr, no_finish) }
+                        .unwrap();
+                }
+                assert_eq!(
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    blocks.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "case {seed} {kernel:?}: channel blocks differ"
+                );
                 for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                     assert!(
                         (got as f64 - want).abs() <= 1e-5 * scale,
@@ -739,7 +766,8 @@ mod tests {
                 tile.iter_mut().for_each(|v| *v = v.max(0.0));
                 Ok(())
             };
-            unsafe { conv.run(&input, 2, 0..3, out.as_mut_ptr(), relu) }.unwrap();
+            let all = 0..conv.channel_blocks();
+            unsafe { conv.run(&input, 2, 0..3, all, out.as_mut_ptr(), relu) }.unwrap();
             for (&got, &want) in out.iter().zip(&want) {
                 assert!((got as f64 - want.max(0.0)).abs() < 1e-5, "{kernel:?}");
             }
