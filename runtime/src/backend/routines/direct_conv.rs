@@ -340,7 +340,14 @@ impl Plan {
                 self.pad_band(image, first, rows, band);
                 // SAFETY: the caller's contract, for these rows.
                 unsafe {
-                    self.band_product(band, offsets, first, count, &blocks, out, &mut finish)?
+                    self.band_product(
+                        band,
+                        offsets,
+                        first..first + count,
+                        &blocks,
+                        out,
+                        &mut finish,
+                    )?
                 };
             }
             Ok(())
@@ -378,7 +385,7 @@ impl Plan {
         }
     }
 
-    /// Computes output rows `first..first + count` from their padded `band`.
+    /// Computes output rows `rows` from their padded `band`.
     ///
     /// # Safety
     /// As [`Plan::run`]; `band` and `offsets` were built for these rows.
@@ -386,8 +393,7 @@ impl Plan {
         &self,
         band: &[f32],
         offsets: &[usize],
-        first: usize,
-        count: usize,
+        rows: std::ops::Range<usize>,
         blocks: &std::ops::Range<usize>,
         out: *mut f32,
         finish: &mut impl FnMut(&mut [f32]) -> Result<(), E>,
@@ -397,6 +403,7 @@ impl Plan {
         let [oh, ow] = self.output_hw;
         let pw = self.phase_width;
         // Points of the band in padded numbering, up to its last real one.
+        let (first, count) = (rows.start, rows.len());
         let points = (count - 1) * pw + ow;
         // The largest tile; storage for the kernels' results.
         let mut tile = [0f32; 8 * 48];
