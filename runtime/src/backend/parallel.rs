@@ -370,7 +370,18 @@ pub fn threads() -> usize {
 /// is one; returns the first failure.
 pub fn run_parts(parts: usize, part: impl Fn(usize) -> TractResult<()> + Sync) -> TractResult<()> {
     match current() {
-        Some(pool) => pool.run(parts, &part),
+        Some(pool) => {
+            // A part that splits its work again runs it on its own thread: the
+            // pool holds one job at a time. Helpers have no pool installed.
+            struct Reinstall(*const SpinPool);
+            impl Drop for Reinstall {
+                fn drop(&mut self) {
+                    CURRENT.set(self.0);
+                }
+            }
+            let _reinstall = Reinstall(CURRENT.replace(std::ptr::null()));
+            pool.run(parts, &part)
+        }
         None => (0..parts).try_for_each(part),
     }
 }
@@ -547,6 +558,26 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn parts_that_split_again_run_their_inner_parts_alone() {
+        let pool = SpinPool::with_spin(2, Duration::from_micros(100)).unwrap();
+        let count = AtomicU32::new(0);
+        scope(Some(&pool), || {
+            run_parts(4, |_| {
+                let me = std::thread::current().id();
+                run_parts(3, |_| {
+                    assert_eq!(std::thread::current().id(), me);
+                    count.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })
+            })
+            .unwrap();
+            // The pool is installed again afterwards.
+            assert_eq!(threads(), 2);
+        });
+        assert_eq!(count.into_inner(), 12);
     }
 
     #[test]
