@@ -53,6 +53,10 @@ impl Ticket {
     fn epoch(self) -> u64 {
         self.0 >> (2 * Self::PART_BITS)
     }
+    /// The epoch of the job after this one, wrapped to the bits it has.
+    fn next_epoch(self) -> u64 {
+        (self.epoch() + 1) & (u64::MAX >> (2 * Self::PART_BITS))
+    }
     fn parts(self) -> usize {
         ((self.0 >> Self::PART_BITS) & Self::PART_MASK) as usize
     }
@@ -162,7 +166,7 @@ impl SpinPool {
             part,
             failure: Mutex::new(None),
         };
-        let epoch = Ticket(s.ticket.load(Ordering::Relaxed)).epoch() + 1;
+        let epoch = Ticket(s.ticket.load(Ordering::Relaxed)).next_epoch();
         s.done.store(0, Ordering::Relaxed);
         s.job
             .store(&job as *const Job as *mut (), Ordering::Relaxed);
@@ -194,7 +198,7 @@ impl Drop for SpinPool {
         let s = &*self.shared;
         s.shutdown.store(true, Ordering::SeqCst);
         // A new epoch with no parts wakes spinning helpers.
-        let epoch = Ticket(s.ticket.load(Ordering::Relaxed)).epoch() + 1;
+        let epoch = Ticket(s.ticket.load(Ordering::Relaxed)).next_epoch();
         s.ticket.store(Ticket::new(epoch, 0, 0).0, Ordering::SeqCst);
         {
             let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -472,11 +476,31 @@ mod tests {
         assert_eq!((t.epoch(), t.parts(), t.next()), (7, Ticket::MAX_PARTS, 12));
         let last = Ticket::new(u64::from(u32::MAX), 3, 0);
         assert_eq!(last.epoch(), u64::from(u32::MAX));
-        let wrapped = Ticket::new(last.epoch() + 1, 3, 1);
+        assert_eq!(last.next_epoch(), 0);
+        let wrapped = Ticket::new(last.next_epoch(), 3, 1);
         assert_eq!(
             (wrapped.epoch(), wrapped.parts(), wrapped.next()),
             (0, 3, 1)
         );
+    }
+
+    #[test]
+    fn jobs_run_across_the_epoch_wrap() {
+        let pool = SpinPool::with_spin(2, Duration::from_micros(100)).unwrap();
+        let last = Ticket::new(u64::from(u32::MAX) - 2, 0, 0);
+        pool.shared.ticket.store(last.0, Ordering::SeqCst);
+        scope(Some(&pool), || {
+            for _ in 0..6 {
+                let hits: Vec<AtomicU32> = (0..16).map(|_| AtomicU32::new(0)).collect();
+                run_parts(16, |p| {
+                    hits[p].fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })
+                .unwrap();
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
+        });
+        assert_eq!(Ticket(pool.shared.ticket.load(Ordering::SeqCst)).epoch(), 3);
     }
 
     #[test]
