@@ -111,10 +111,16 @@ impl SpinPool {
     /// A pool for `threads` threads in all (the caller included), whose helpers
     /// spin for `OUTPOST_SPIN_US` microseconds (default 2000) before sleeping.
     pub fn new(threads: usize) -> std::io::Result<SpinPool> {
-        let spin = std::env::var("OUTPOST_SPIN_US")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .map_or(DEFAULT_SPIN, Duration::from_micros);
+        let spin = match std::env::var("OUTPOST_SPIN_US") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse().map_or_else(
+                |_| {
+                    tracing::warn!(value = %v, "OUTPOST_SPIN_US is not a number of microseconds; using 2000");
+                    DEFAULT_SPIN
+                },
+                Duration::from_micros,
+            ),
+            _ => DEFAULT_SPIN,
+        };
         SpinPool::with_spin(threads, spin)
     }
 
@@ -370,11 +376,24 @@ pub fn threads() -> usize {
     current().map_or(1, SpinPool::threads)
 }
 
+/// Products smaller than this many multiply-adds run on the calling thread:
+/// below it, handing out parts costs more than it saves.
+pub(crate) const PARALLEL_MACS: usize = 1 << 20;
+
+/// Threads a product of `macs` multiply-adds should be split over: the current
+/// pool's, or 1 for a small product.
+pub fn threads_for_product(macs: usize) -> usize {
+    match macs >= PARALLEL_MACS {
+        true => threads(),
+        false => 1,
+    }
+}
+
 /// Runs `part(p)` for every `p` in `0..parts`, over the current pool when there
 /// is one; returns the first failure.
 pub fn run_parts(parts: usize, part: impl Fn(usize) -> TractResult<()> + Sync) -> TractResult<()> {
     match current() {
-        Some(pool) => {
+        Some(pool) if parts > 1 => {
             // A part that splits its work again runs it on its own thread: the
             // pool holds one job at a time. Helpers have no pool installed.
             struct Reinstall(*const SpinPool);
@@ -386,7 +405,7 @@ pub fn run_parts(parts: usize, part: impl Fn(usize) -> TractResult<()> + Sync) -
             let _reinstall = Reinstall(CURRENT.replace(std::ptr::null()));
             pool.run(parts, &part)
         }
-        None => (0..parts).try_for_each(part),
+        _ => (0..parts).try_for_each(part),
     }
 }
 

@@ -15,7 +15,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::activation::Pointwise;
-use super::gemm_conv::{GemmConv, WeightLayout, PARALLEL_MACS};
+use super::gemm_conv::{GemmConv, WeightLayout};
 use crate::backend::parallel::{self, SharedOutput};
 use crate::backend::routines::direct_conv::{Kernel, Plan};
 
@@ -85,10 +85,7 @@ impl DirectConv {
             self.images * per_image_in
         );
         ensure!(output.len() == self.images * m * n);
-        let threads = match m * n * k >= PARALLEL_MACS {
-            true => parallel::threads(),
-            false => 1,
-        };
+        let threads = parallel::threads_for_product(m * n * k);
         let rows = self.plan.band_rows(threads);
         let bands = self.plan.output_rows().div_ceil(rows);
         let activation = self.pointwise.kernels()?;
@@ -99,35 +96,23 @@ impl DirectConv {
         {
             let out = SharedOutput(out.as_mut_ptr());
             let blocks = self.plan.channel_blocks();
-            // SAFETY (every call): `out` holds the image's M · OH · OW values,
-            // and the parts cover disjoint bands of rows or blocks of channels.
-            match threads {
-                2.. if bands >= threads => {
-                    parallel::run_parts(threads, |p| {
-                        let part = bands * p / threads..bands * (p + 1) / threads;
-                        unsafe {
-                            self.plan
-                                .run(input, rows, part, 0..blocks, out.get(), finish)
-                        }
-                    })?;
-                }
-                // Fewer bands than threads (a plane a few rows high): each thread
-                // takes some channels of every row.
-                2.. if blocks > 1 => {
-                    let parts = threads.min(blocks);
-                    parallel::run_parts(parts, |p| {
-                        let part = blocks * p / parts..blocks * (p + 1) / parts;
-                        unsafe {
-                            self.plan
-                                .run(input, rows, 0..bands, part, out.get(), finish)
-                        }
-                    })?;
-                }
-                _ => unsafe {
+            // Bands of rows to each thread; where there are fewer bands than
+            // threads (a plane a few rows high), some channels of every row.
+            let by_channels = bands < threads && blocks > 1;
+            let parts = threads.min(if by_channels { blocks } else { bands });
+            parallel::run_parts(parts, |p| {
+                let share = |total: usize| total * p / parts..total * (p + 1) / parts;
+                let (part_bands, part_blocks) = match by_channels {
+                    true => (0..bands, share(blocks)),
+                    false => (share(bands), 0..blocks),
+                };
+                // SAFETY: `out` holds the image's M · OH · OW values, and the
+                // parts cover disjoint bands of rows or blocks of channels.
+                unsafe {
                     self.plan
-                        .run(input, rows, 0..bands, 0..blocks, out.get(), finish)?
-                },
-            }
+                        .run(input, rows, part_bands, part_blocks, out.get(), finish)
+                }
+            })?;
         }
         Ok(())
     }

@@ -50,10 +50,6 @@ pub fn enabled() -> bool {
 /// blocks at 40–60 (one whole matrix was slower still).
 const COLS_BLOCK: usize = 1 << 18;
 
-/// Products smaller than this many multiply-adds run on the calling thread: below
-/// it, waking the pool costs more than it saves.
-pub(crate) const PARALLEL_MACS: usize = 1 << 20;
-
 /// The im2col step of a convolution larger than 1×1.
 impl ConvGeometry {
     /// Writes the `[channels · KH · KW, rows · OW]` matrix of `image` (`[C, H, W]`)
@@ -328,11 +324,7 @@ impl GemmConv {
             bias.len()
         );
         ensure!(output.len() == self.images * m * n);
-        let threads = match m * n * k >= PARALLEL_MACS {
-            true => parallel::threads(),
-            false => 1,
-        };
-        let split = Split::choose(self, threads);
+        let split = Split::choose(self, parallel::threads_for_product(m * n * k));
         for (img, out) in output.chunks_exact_mut(m * n).enumerate() {
             let input = &image[img * per_image_in..(img + 1) * per_image_in];
             match bias {

@@ -17,7 +17,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::activation::Pointwise;
 use super::activation::{Activation, PointwiseKernels};
-use super::gemm_conv::{GemmConv, WeightLayout, PARALLEL_MACS};
+use super::gemm_conv::{GemmConv, WeightLayout};
 use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
 use crate::backend::parallel::{self, SharedOutput};
@@ -200,10 +200,7 @@ impl QGemmConv {
                 && matches!(output, ValuesMut::U8(_)) == self.output_levels.is_some(),
             "INT8 convolution called with the wrong tensor types"
         );
-        let threads = match m * n * k >= PARALLEL_MACS {
-            true => parallel::threads(),
-            false => 1,
-        };
+        let threads = parallel::threads_for_product(m * n * k);
         // More channels than points: each thread takes whole panels of channels.
         let by_channels = self.im2col.is_none() && m > n;
         let parts = if by_channels {

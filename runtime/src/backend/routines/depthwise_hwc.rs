@@ -168,17 +168,13 @@ impl Kernel {
     /// Every kernel this CPU runs (tests compare them).
     #[cfg(test)]
     fn available() -> Vec<Kernel> {
-        let best = Self::for_this_cpu();
-        #[allow(unused_mut)] // nothing is added outside x86-64
-        let mut all = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        match best {
-            Kernel::Avx512 => all.extend([Kernel::Avx2Fma, Kernel::Avx512]),
-            Kernel::Avx2Fma => all.push(Kernel::Avx2Fma),
-            Kernel::Portable => {}
+        match Self::for_this_cpu() {
+            Kernel::Portable => vec![Kernel::Portable],
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma => vec![Kernel::Portable, Kernel::Avx2Fma],
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => vec![Kernel::Portable, Kernel::Avx2Fma, Kernel::Avx512],
         }
-        let _ = best;
-        all
     }
 
     /// `points` consecutive output points of `c` channels (their inputs `step`
