@@ -14,6 +14,11 @@
 //!
 //! Measured on EfficientNet-Lite0 (AMD EPYC, AVX2, 1 thread): its 16 depthwise
 //! convolutions went from about 6 ms to about 2.5 ms. See `docs/performance.md`.
+//!
+//! The INT8 form of the chain is the same three steps on `u8` levels: the INT8
+//! products ([`QGemmConv`]) pack a channels-last input point by point and
+//! transpose each output tile as they store it, and the depthwise convolution
+//! dequantises its input and quantises its output rows.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -22,6 +27,89 @@ use tract_onnx::tract_core::ops::cnn::Conv;
 use super::depthwise::Depthwise;
 use super::depthwise_hwc::DepthwiseHwc;
 use super::gemm_conv::GemmConv;
+use super::qgemm_conv::QGemmConv;
+
+/// A product at either end of a chain: f32 or INT8.
+#[derive(Debug, Clone)]
+enum Product {
+    F32(GemmConv),
+    Int8(QGemmConv),
+}
+
+impl Product {
+    /// The product run by `node`, if any.
+    fn of(node: &TypedNode) -> Option<Product> {
+        node.op_as::<GemmConv>()
+            .map(|op| Product::F32(op.clone()))
+            .or_else(|| {
+                node.op_as::<QGemmConv>()
+                    .map(|op| Product::Int8(op.clone()))
+            })
+    }
+
+    /// Images, output channels (M), input channels times taps (K) and points (N).
+    fn shape(&self) -> [usize; 4] {
+        match self {
+            Product::F32(p) => [p.images, p.m, p.k, p.n],
+            Product::Int8(q) => [q.images, q.mnk[0], q.mnk[2], q.mnk[1]],
+        }
+    }
+
+    /// Whether the product reads its image with im2col.
+    fn im2col(&self) -> bool {
+        match self {
+            Product::F32(p) => p.im2col.is_some(),
+            Product::Int8(q) => q.im2col.is_some(),
+        }
+    }
+
+    /// Whether input and output are channels-last.
+    fn channels_last(&self) -> (bool, bool) {
+        match self {
+            Product::F32(p) => (p.input_channels_last, p.output_channels_last),
+            Product::Int8(q) => (q.input_channels_last, q.output_channels_last),
+        }
+    }
+
+    /// This product writing `[N, M]`.
+    fn writing_channels_last(self) -> Product {
+        let [_, m, _, n] = self.shape();
+        match self {
+            Product::F32(p) => Product::F32(GemmConv {
+                output_channels_last: true,
+                output_shape: tvec![n, m],
+                ..p
+            }),
+            Product::Int8(q) => Product::Int8(QGemmConv {
+                output_channels_last: true,
+                output_shape: tvec![n, m],
+                weights: std::sync::Arc::new(q.weights.with_point_tiles()),
+                ..q
+            }),
+        }
+    }
+
+    /// This product reading `[N, K]`.
+    fn reading_channels_last(self) -> Product {
+        match self {
+            Product::F32(p) => Product::F32(GemmConv {
+                input_channels_last: true,
+                ..p
+            }),
+            Product::Int8(q) => Product::Int8(QGemmConv {
+                input_channels_last: true,
+                ..q
+            }),
+        }
+    }
+
+    fn into_op(self) -> Box<dyn TypedOp> {
+        match self {
+            Product::F32(p) => Box::new(p),
+            Product::Int8(q) => Box::new(q),
+        }
+    }
+}
 
 /// Whether the CPU backend builds channels-last chains, unless
 /// `OUTPOST_CHANNELS_LAST=off` (an escape hatch, and the "before" of benchmarks).
@@ -49,34 +137,37 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
 /// One chain, found around its depthwise convolution.
 struct Chain {
     /// The product before, and its op writing channels-last.
-    producer: (usize, GemmConv),
+    producer: (usize, Product),
     /// The depthwise convolution, as its channels-last op, and its weights
     /// (`[KH · KW, C]`) and bias (`[C]`).
     depthwise: (usize, DepthwiseHwc, Tensor, Tensor),
     /// The 1×1 product after, and its op reading channels-last.
-    consumer: (usize, GemmConv),
+    consumer: (usize, Product),
 }
 
 impl Chain {
-    /// The chain around node `id`, if it is an f32 depthwise convolution (Outpost's
-    /// or tract's) with constant weights and bias, between a [`GemmConv`] that
-    /// writes NCHW and a 1×1 [`GemmConv`] without im2col that reads it, joined by
-    /// nothing but reshapes, each edge used by the chain alone.
+    /// The chain around node `id`, if it is a depthwise convolution (Outpost's,
+    /// on values or levels, or tract's) with constant weights and bias, between
+    /// a product that writes NCHW and a 1×1 product without im2col that reads
+    /// it, joined by nothing but reshapes, each edge used by the chain alone.
     fn find(model: &TypedModel, id: usize) -> TractResult<Option<Chain>> {
         let node = model.node(id);
-        let (geometry, pointwise) = if let Some(d) = node.op_as::<Depthwise>() {
-            if d.input_levels.is_some() || d.output_levels.is_some() {
-                return Ok(None);
-            }
-            (d.geometry.clone(), d.pointwise.clone())
+        let depthwise = if let Some(d) = node.op_as::<Depthwise>() {
+            d.clone()
         } else if let Some(conv) = node.op_as::<Conv>() {
             match Depthwise::for_conv(conv, model.outlet_fact(node.inputs[0])?) {
-                Some(d) => (d.geometry, d.pointwise),
+                Some(d) => d,
                 None => return Ok(None),
             }
         } else {
             return Ok(None);
         };
+        let Depthwise {
+            geometry,
+            pointwise,
+            input_levels,
+            output_levels,
+        } = depthwise;
         if geometry.batch.unwrap_or(1) != 1 || node.inputs.len() != 3 {
             return Ok(None);
         }
@@ -111,29 +202,17 @@ impl Chain {
         let Some(consumer) = Self::consumer(model, OutletId::new(id, 0))? else {
             return Ok(None);
         };
-        let (p, q) = (&producer.1, &consumer.1);
-        if p.images != 1 || p.m != c || p.n != h * w || q.images != 1 || q.k != c || q.n != oh * ow
-        {
+        let ([pi, pm, _, pn], [qi, _, qk, qn]) = (producer.1.shape(), consumer.1.shape());
+        if pi != 1 || pm != c || pn != h * w || qi != 1 || qk != c || qn != oh * ow {
             return Ok(None);
         }
-        let producer = (
-            producer.0,
-            GemmConv {
-                output_channels_last: true,
-                output_shape: tvec![p.n, p.m],
-                ..p.clone()
-            },
-        );
-        let consumer = (
-            consumer.0,
-            GemmConv {
-                input_channels_last: true,
-                ..q.clone()
-            },
-        );
+        let producer = (producer.0, producer.1.writing_channels_last());
+        let consumer = (consumer.0, consumer.1.reading_channels_last());
         let op = DepthwiseHwc {
             geometry,
             pointwise,
+            input_levels,
+            output_levels,
         };
         Ok(Some(Chain {
             producer,
@@ -163,18 +242,15 @@ impl Chain {
         )
     }
 
-    /// The NCHW [`GemmConv`] that computes `outlet` through reshapes alone.
-    fn producer(
-        model: &TypedModel,
-        mut outlet: OutletId,
-    ) -> TractResult<Option<(usize, GemmConv)>> {
+    /// The NCHW product that computes `outlet` through reshapes alone.
+    fn producer(model: &TypedModel, mut outlet: OutletId) -> TractResult<Option<(usize, Product)>> {
         loop {
             if !Self::private(model, outlet)? || outlet.slot != 0 {
                 return Ok(None);
             }
             let node = model.node(outlet.node);
-            if let Some(op) = node.op_as::<GemmConv>() {
-                return Ok((!op.output_channels_last).then(|| (node.id, op.clone())));
+            if let Some(op) = Product::of(node) {
+                return Ok((!op.channels_last().1).then_some((node.id, op)));
             }
             if !Self::is_reshape(node) {
                 return Ok(None);
@@ -183,21 +259,18 @@ impl Chain {
         }
     }
 
-    /// The 1×1 [`GemmConv`] without im2col that reads `outlet` (as its image)
+    /// The 1×1 product without im2col that reads `outlet` (as its image)
     /// through reshapes alone.
-    fn consumer(
-        model: &TypedModel,
-        mut outlet: OutletId,
-    ) -> TractResult<Option<(usize, GemmConv)>> {
+    fn consumer(model: &TypedModel, mut outlet: OutletId) -> TractResult<Option<(usize, Product)>> {
         loop {
             if !Self::private(model, outlet)? {
                 return Ok(None);
             }
             let next = model.outlet_successors(outlet)[0];
             let node = model.node(next.node);
-            if let Some(op) = node.op_as::<GemmConv>() {
-                let reads_nchw = next.slot == 0 && op.im2col.is_none() && !op.input_channels_last;
-                return Ok(reads_nchw.then(|| (node.id, op.clone())));
+            if let Some(op) = Product::of(node) {
+                let reads_nchw = next.slot == 0 && !op.im2col() && !op.channels_last().0;
+                return Ok(reads_nchw.then_some((node.id, op)));
             }
             if !Self::is_reshape(node) {
                 return Ok(None);
@@ -213,13 +286,13 @@ impl Chain {
             (self.producer, self.depthwise, self.consumer);
         let name = |id: usize| format!("{}.hwc", model.node(id).name);
         let inputs = patch.taps(model, &model.node(producer.0).inputs)?;
-        let x = patch.wire_node(name(producer.0), producer.1, &inputs)?;
+        let x = patch.wire_node(name(producer.0), producer.1.into_op(), &inputs)?;
         let weights = patch.add_const(format!("{}.weights", name(dw)), weights)?;
         let bias = patch.add_const(format!("{}.bias", name(dw)), bias)?;
         let y = patch.wire_node(name(dw), op, &[x[0], weights, bias])?;
         let mut inputs = patch.taps(model, &model.node(consumer.0).inputs)?;
         inputs[0] = y[0];
-        let z = patch.wire_node(name(consumer.0), consumer.1, &inputs)?;
+        let z = patch.wire_node(name(consumer.0), consumer.1.into_op(), &inputs)?;
         patch.shunt_outside(model, OutletId::new(consumer.0, 0), z[0])?;
         patch.apply(model)
     }

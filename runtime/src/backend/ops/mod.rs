@@ -121,11 +121,16 @@ pub(crate) fn gather_row<T: Copy>(dst: &mut [T], src: &[T], first: usize, step: 
 /// Depthwise convolutions are replaced where Outpost's op is measured faster
 /// ([`depthwise::Depthwise::beats_tract`]).
 pub fn rewrite_decluttered(model: &mut TypedModel) -> TractResult<usize> {
-    rewrite_decluttered_with(model, true)
+    rewrite_decluttered_with(model, true, true)
 }
 
-/// [`rewrite_decluttered`], with or without [`pass_levels`] (tests compare the two).
-fn rewrite_decluttered_with(model: &mut TypedModel, levels: bool) -> TractResult<usize> {
+/// [`rewrite_decluttered`], with or without [`pass_levels`] and the
+/// channels-last chains (tests compare them).
+fn rewrite_decluttered_with(
+    model: &mut TypedModel,
+    levels: bool,
+    chains: bool,
+) -> TractResult<usize> {
     remove_noop_casts(model)?;
     // A QDQ model: quantise-dequantise pairs first, as the INT8 products and the
     // epilogues look for them.
@@ -145,12 +150,13 @@ fn rewrite_decluttered_with(model: &mut TypedModel, levels: bool) -> TractResult
     }
     if gemm_conv::enabled() {
         replaced += replace_gemm(model, |_| true)?;
-        if channels_last::enabled() {
-            channels_last::rewrite(model)?;
-        }
-        if direct_conv::enabled() {
-            direct_conv::rewrite(model)?;
-        }
+    }
+    // f32 and INT8 chains alike.
+    if chains && channels_last::enabled() {
+        channels_last::rewrite(model)?;
+    }
+    if gemm_conv::enabled() && direct_conv::enabled() {
+        direct_conv::rewrite(model)?;
     }
     Ok(replaced)
 }
@@ -630,6 +636,85 @@ pub(crate) mod tests {
         m.into_decluttered().unwrap()
     }
 
+    /// An INT8 block as a channels-last chain: the expand product writes `[N,
+    /// M]` levels, the depthwise convolution reads and writes channels-last
+    /// levels, the project product reads them. Its outputs are those of the
+    /// NCHW ops (a level may move by one step where the depthwise sums, taken in
+    /// another order, round the other way) and tract's within the tolerance of
+    /// the levels test. Strides 1 and 2, kernels 3 and 5, channel counts with and
+    /// without whole tiles, small and odd planes, 1 and 2 threads.
+    #[test]
+    fn int8_chains_match_the_nchw_ops() {
+        if !qgemm_conv::enabled() || !channels_last::enabled() {
+            return;
+        }
+        for (seed, &(c, e, hw, kernel, stride)) in [
+            (8, 24, 7, 5, 1),
+            (4, 16, 23, 3, 2),
+            (6, 20, 14, 5, 2),
+            (3, 10, 30, 3, 1),
+            (5, 12, 9, 5, 1),
+            (4, 15, 17, 3, 2),
+            (16, 96, 12, 3, 1),
+            // More channels than points, and enough work to split by channels.
+            (64, 384, 7, 3, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            if cfg!(target_arch = "aarch64") && e >= 16 {
+                continue;
+            }
+            let model = block(c, e, hw, kernel, stride, seed);
+            let mut nchw = model.clone();
+            rewrite_decluttered_with(&mut nchw, true, false).unwrap();
+            let mut chain = model.clone();
+            rewrite_decluttered_with(&mut chain, true, true).unwrap();
+            let dw = chain
+                .nodes
+                .iter()
+                .filter_map(|n| n.op_as::<depthwise_hwc::DepthwiseHwc>())
+                .collect::<Vec<_>>();
+            assert!(
+                dw.len() == 1 && dw[0].input_levels.is_some() && dw[0].output_levels.is_some(),
+                "case {seed}: {chain}"
+            );
+            let products = chain
+                .nodes
+                .iter()
+                .filter_map(|n| n.op_as::<qgemm_conv::QGemmConv>())
+                .map(|q| (q.input_channels_last, q.output_channels_last))
+                .collect::<Vec<_>>();
+            assert_eq!(
+                products,
+                [(false, true), (true, false)],
+                "case {seed}: {chain}"
+            );
+            let input: Vec<f32> = values(c * hw * hw, seed + 1)
+                .iter()
+                .map(|v| v * 2.0)
+                .collect();
+            let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
+            let want = run(&model, &input);
+            let step = 127.0 * 0.01 * 1.5 * 6.0 / 255.0 * e as f32;
+            for threads in [1, 2] {
+                let (a, b) = crate::backend::parallel::with_threads(threads, || {
+                    (run(&nchw, &input), run(&chain, &input))
+                });
+                assert_eq!(b.len(), want.len());
+                let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+                assert!(
+                    same * 10 >= a.len() * 9,
+                    "case {seed} threads {threads}: {same} of {} equal",
+                    a.len()
+                );
+                for (i, (g, w)) in b.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= step, "case {seed} at {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
     /// With levels passed between the INT8 ops, a block gives bit for bit the
     /// outputs of the same rewrite without them (and tract's, within the one
     /// output step the INT8 products may move a value): the expand product
@@ -661,9 +746,9 @@ pub(crate) mod tests {
             }
             let model = block(c, e, hw, kernel, stride, seed);
             let mut plain = model.clone();
-            rewrite_decluttered_with(&mut plain, false).unwrap();
+            rewrite_decluttered_with(&mut plain, false, false).unwrap();
             let mut levels = model.clone();
-            rewrite_decluttered_with(&mut levels, true).unwrap();
+            rewrite_decluttered_with(&mut levels, true, false).unwrap();
             let u8_edges = levels
                 .nodes
                 .iter()

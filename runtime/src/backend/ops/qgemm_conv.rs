@@ -22,7 +22,8 @@ use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
 use crate::backend::parallel::{self, SharedOutput};
 use crate::backend::routines::qgemm::{
-    pack_columns, product, Dst, Kernel, PackedWeights, Post, MR, NR,
+    pack_columns, pack_points, product, product_channels_last, Dst, Kernel, PackedWeights, Post,
+    CL_ROWS, MR, NR,
 };
 
 thread_local! {
@@ -61,6 +62,11 @@ pub struct QGemmConv {
     pub output_shape: TVec<usize>,
     /// The activations applied to each block of the output as it is written.
     pub pointwise: Pointwise,
+    /// The input is channels-last, `[N, K]` (only without im2col), written so by
+    /// the op before it ([`super::channels_last`]).
+    pub input_channels_last: bool,
+    /// The output is channels-last, `[N, M]`, for a channels-last op after it.
+    pub output_channels_last: bool,
 }
 
 /// Whether QDQ products run in INT8 here: where a vector kernel exists
@@ -147,6 +153,8 @@ impl QGemmConv {
             weights: Arc::new(weights),
             output_shape: base.output_shape.clone(),
             pointwise,
+            input_channels_last: false,
+            output_channels_last: false,
         })
     }
 
@@ -203,8 +211,13 @@ impl QGemmConv {
         let threads = parallel::threads_for_product(m * n * k);
         // More channels than points: each thread takes whole panels of channels.
         let by_channels = self.im2col.is_none() && m > n;
+        // Channels-last products split channels in blocks of their kernel's panel.
+        let block = match self.output_channels_last {
+            true => CL_ROWS,
+            false => MR,
+        };
         let parts = if by_channels {
-            m.div_ceil(MR)
+            m.div_ceil(block)
         } else {
             self.units()
         }
@@ -213,9 +226,9 @@ impl QGemmConv {
         let part = |p: usize| {
             let share = |total: usize| total * p / parts..total * (p + 1) / parts;
             if by_channels {
-                let panels = share(m.div_ceil(MR));
+                let panels = share(m.div_ceil(block));
                 (
-                    (panels.start * MR).min(m)..(panels.end * MR).min(m),
+                    (panels.start * block).min(m)..(panels.end * block).min(m),
                     0..self.units(),
                 )
             } else {
@@ -258,7 +271,8 @@ impl QGemmConv {
     ///
     /// # Safety
     /// `out` points to the image's `M × N` output, of which this call writes
-    /// only the block `rows × units`; `rows.start` is a multiple of [`MR`].
+    /// only the block `rows × units`; `rows.start` is a multiple of [`MR`]
+    /// ([`CL_ROWS`] for a channels-last output).
     unsafe fn part(
         &self,
         quantized: &[u8],
@@ -266,7 +280,7 @@ impl QGemmConv {
         rows: std::ops::Range<usize>,
         units: std::ops::Range<usize>,
     ) -> TractResult<()> {
-        let [_, n, k] = self.mnk;
+        let [m, n, k] = self.mnk;
         let zero = self.input.zero;
         let (mut post, rest) = store_steps(&self.pointwise);
         if let Some(q) = self.output_levels {
@@ -280,11 +294,28 @@ impl QGemmConv {
         // SAFETY: the caller's contract: these rows and columns are this part's.
         let run = |packed: &[u8], first: usize, columns: usize| -> TractResult<()> {
             unsafe {
-                let at = out.add(rows.start * n + first);
-                product(&self.weights, rows.clone(), packed, columns, at, n, &post);
+                // Runs of `len` values `gap` apart, `count` of them, that the
+                // remaining activations go over.
+                let (at, len, gap, count) = if self.output_channels_last {
+                    let at = out.add(first * m + rows.start);
+                    product_channels_last(
+                        &self.weights,
+                        rows.clone(),
+                        packed,
+                        columns,
+                        at,
+                        m,
+                        &post,
+                    );
+                    (at, rows.len(), m, columns)
+                } else {
+                    let at = out.add(rows.start * n + first);
+                    product(&self.weights, rows.clone(), packed, columns, at, n, &post);
+                    (at, columns, n, rows.len())
+                };
                 if let (false, Dst::F32(at)) = (activation.is_identity(), at) {
-                    for r in 0..rows.len() {
-                        activation.apply(std::slice::from_raw_parts_mut(at.add(r * n), columns))?;
+                    for r in 0..count {
+                        activation.apply(std::slice::from_raw_parts_mut(at.add(r * gap), len))?;
                     }
                 }
             }
@@ -295,7 +326,10 @@ impl QGemmConv {
                 let points = (BLOCK_BYTES / k).max(NR) / NR * NR;
                 for first in units.clone().step_by(points) {
                     let columns = points.min(units.end - first);
-                    pack_columns(&quantized[first..], k, n, columns, zero, packed);
+                    match self.input_channels_last {
+                        true => pack_points(&quantized[first * k..], k, columns, zero, packed),
+                        false => pack_columns(&quantized[first..], k, n, columns, zero, packed),
+                    }
                     run(packed, first, columns)?;
                 }
                 Ok(())
@@ -355,6 +389,12 @@ impl Op for QGemmConv {
         }
         if let Some(q) = self.output_levels {
             info.push(format!("writes u8 levels of {q:?}"));
+        }
+        match (self.input_channels_last, self.output_channels_last) {
+            (true, true) => info.push("channels-last input and output".into()),
+            (true, false) => info.push("channels-last input".into()),
+            (false, true) => info.push("channels-last output".into()),
+            (false, false) => {}
         }
         Ok(info)
     }

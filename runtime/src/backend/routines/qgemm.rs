@@ -29,6 +29,9 @@ use std::sync::OnceLock;
 pub const MR: usize = 8;
 /// Columns (output points) per activation panel.
 pub const NR: usize = 32;
+/// Rows (output channels) per panel of the point-tile kernel (two vectors): a
+/// part of a channels-last product starts at a multiple of this.
+pub const CL_ROWS: usize = 32;
 
 /// Which kernel runs on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,6 +198,11 @@ pub struct PackedWeights {
     /// For [`Kernel::Avx2`]: the same weights as `i16` pairs, `(w0, w2)` then
     /// `(w1, w3)` of each quad: `[panel][k / 4][row][2]`.
     pairs: Vec<u32>,
+    /// For [`product_channels_last`] on [`Kernel::Avx512Vnni`], where asked for
+    /// ([`PackedWeights::with_point_tiles`]): the weights in panels of
+    /// [`CL_ROWS`] rows, `[panel][k / 4][row][4]`, one quad of every row of a
+    /// panel in two vectors.
+    wide: Vec<i8>,
     /// Per row, `zero · Σ_k w[o, k]`: what the activations' zero point adds
     /// (`(zero − 128) · Σ_k w[o, k]` for kernels that shift the activations).
     offsets: Vec<i32>,
@@ -260,6 +268,7 @@ impl PackedWeights {
             k,
             quads,
             pairs,
+            wide: Vec::new(),
             offsets: if k == 0 { vec![0; m] } else { offsets },
             scales: scales.iter().map(|s| s.to_bits()).collect(),
             shifts: shifts.iter().map(|s| s.to_bits()).collect(),
@@ -270,6 +279,28 @@ impl PackedWeights {
     /// The kernel these weights run on.
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// These weights, also packed for the point-tile kernel of
+    /// [`product_channels_last`] where this CPU has one (AVX-512 VNNI), which
+    /// stores each point's channels as one run instead of transposing tiles.
+    pub fn with_point_tiles(&self) -> PackedWeights {
+        let mut packed = self.clone();
+        if self.kernel != Kernel::Avx512Vnni {
+            return packed;
+        }
+        let (m, kq) = (self.m, quads_of(self.k));
+        packed.wide = vec![0i8; m.div_ceil(CL_ROWS) * kq * CL_ROWS * 4];
+        for o in 0..m {
+            let (panel, r) = (o / MR, o % MR);
+            let (wide_panel, wide_r) = (o / CL_ROWS, o % CL_ROWS);
+            for q in 0..kq {
+                let from = ((panel * kq + q) * MR + r) * 4;
+                let to = ((wide_panel * kq + q) * CL_ROWS + wide_r) * 4;
+                packed.wide[to..to + 4].copy_from_slice(&self.quads[from..from + 4]);
+            }
+        }
+        packed
     }
 }
 
@@ -296,6 +327,75 @@ pub fn pack_columns(
             let width = NR.min(columns - first);
             let dst = &mut out[(panel * kq + q) * NR * 4..][..NR * 4];
             interleave4(&rows, first, width, dst);
+        }
+    }
+}
+
+/// Packs `columns` points of a channels-last `u8` matrix (point `c`'s `k`
+/// values at `matrix[c * k..]`) into the panels [`pack_columns`] writes for the
+/// transposed, `[k, columns]`, matrix. A point's four values of a quad are
+/// adjacent here already, so each moves as one 32-bit word.
+pub fn pack_points(matrix: &[u8], k: usize, columns: usize, fill: u8, out: &mut Vec<u8>) {
+    let (panels, kq) = (columns.div_ceil(NR), quads_of(k));
+    out.clear();
+    out.resize(panels * kq * NR * 4, fill);
+    let whole = k / 4;
+    assert!(
+        matrix.len() >= columns * k,
+        "pack_points: matrix shorter than its points"
+    );
+    for panel in 0..panels {
+        let first = panel * NR;
+        let width = NR.min(columns - first);
+        let dst = &mut out[panel * kq * NR * 4..(panel + 1) * kq * NR * 4];
+        // Blocks of 4 points × 4 quads, transposed as 4 × 4 words.
+        let (points_done, quads_done) = match cfg!(target_arch = "x86_64") {
+            true => (width / 4 * 4, whole / 4 * 4),
+            false => (0, 0),
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            for c in (0..points_done).step_by(4) {
+                for q in (0..quads_done).step_by(4) {
+                    // SAFETY: SSE2 is part of x86-64. Each load reads quads q..q + 4
+                    // of point first + c + j (16 bytes within its `k`, as q + 4 ≤
+                    // k / 4), inside `matrix` (asserted above); each store writes
+                    // 4 words of quad row q + i at columns c..c + 4 < NR, inside
+                    // the panel.
+                    unsafe {
+                        let load = |j: usize| {
+                            _mm_loadu_si128(
+                                matrix.as_ptr().add((first + c + j) * k + 4 * q) as *const __m128i
+                            )
+                        };
+                        let (r0, r1, r2, r3) = (load(0), load(1), load(2), load(3));
+                        let (t0, t1) = (_mm_unpacklo_epi32(r0, r1), _mm_unpackhi_epi32(r0, r1));
+                        let (t2, t3) = (_mm_unpacklo_epi32(r2, r3), _mm_unpackhi_epi32(r2, r3));
+                        let rows = [
+                            _mm_unpacklo_epi64(t0, t2),
+                            _mm_unpackhi_epi64(t0, t2),
+                            _mm_unpacklo_epi64(t1, t3),
+                            _mm_unpackhi_epi64(t1, t3),
+                        ];
+                        for (i, row) in rows.into_iter().enumerate() {
+                            let at = ((q + i) * NR + c) * 4;
+                            _mm_storeu_si128(dst.as_mut_ptr().add(at) as *mut __m128i, row);
+                        }
+                    }
+                }
+            }
+        }
+        for c in 0..width {
+            let point = &matrix[(first + c) * k..(first + c + 1) * k];
+            let quads_from = if c < points_done { quads_done } else { 0 };
+            for (q, quad) in point.chunks_exact(4).enumerate().skip(quads_from) {
+                dst[(q * NR + c) * 4..][..4].copy_from_slice(quad);
+            }
+            // The last, partial quad: padding keeps `fill`.
+            for (j, &v) in point[whole * 4..].iter().enumerate() {
+                dst[(whole * NR + c) * 4 + j] = v;
+            }
         }
     }
 }
@@ -359,38 +459,211 @@ pub unsafe fn product(
     debug_assert!(rows.start.is_multiple_of(MR) && rows.end <= weights.m);
     debug_assert!(packed.len() >= columns.div_ceil(NR) * kq * NR * 4);
     for first in rows.clone().step_by(MR) {
-        let panel = first / MR;
-        let tile = Tile {
-            rows: MR.min(rows.end - first),
-            offsets: &weights.offsets[first..],
-            scales: &weights.scales[first..],
-            shifts: &weights.shifts[first..],
-            post,
-        };
         for cp in 0..columns.div_ceil(NR) {
-            let x = &packed[cp * kq * NR * 4..(cp + 1) * kq * NR * 4];
             let cols = NR.min(columns - cp * NR);
             // SAFETY: the caller's contract; this tile's block of `out` is rows
-            // `first..first + tile.rows` of `rows`, columns `cp·NR..+cols`.
+            // `first..first + MR` of `rows`, columns `cp·NR..+cols`.
             unsafe {
                 let out = out.add((first - rows.start) * stride + cp * NR);
-                let quads = &weights.quads[panel * kq * MR * 4..];
-                match weights.kernel {
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512Vnni => x86::vnni(kq, quads, x, &tile, out, stride, cols),
-                    #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => x86::avx2(
-                        kq,
-                        &weights.pairs[panel * kq * MR * 2..],
-                        x,
-                        &tile,
-                        out,
-                        stride,
-                        cols,
-                    ),
-                    kernel => tile.store_all(&sums(kernel, kq, quads, x), out, stride, cols),
+                tile(
+                    weights,
+                    first..rows.end,
+                    packed,
+                    cp,
+                    cols,
+                    out,
+                    stride,
+                    post,
+                );
+            }
+        }
+    }
+}
+
+/// [`product`] into a channels-last output: the value of row `o` at point `p`
+/// goes to `out[p · stride + o − rows.start]`; `rows.start` is a multiple of
+/// [`CL_ROWS`]. With weights packed [`PackedWeights::with_point_tiles`] on
+/// AVX-512 VNNI a kernel with points as rows stores each point's channels as
+/// one run; elsewhere each tile is computed into a small buffer, then
+/// transposed into place.
+///
+/// # Safety
+/// As [`product`], for the transposed places.
+pub unsafe fn product_channels_last(
+    weights: &PackedWeights,
+    rows: std::ops::Range<usize>,
+    packed: &[u8],
+    columns: usize,
+    out: Dst,
+    stride: usize,
+    post: &Post,
+) {
+    debug_assert!(matches!(out, Dst::F32(_)) || post.fake_quant.is_some());
+    let kq = quads_of(weights.k);
+    debug_assert!(rows.start.is_multiple_of(CL_ROWS) && rows.end <= weights.m);
+    debug_assert!(packed.len() >= columns.div_ceil(NR) * kq * NR * 4);
+    #[cfg(target_arch = "x86_64")]
+    if weights.kernel == Kernel::Avx512Vnni && !weights.wide.is_empty() {
+        // SAFETY: the caller's contract; the weights were packed for this kernel.
+        return unsafe { x86::vnni_points(weights, rows, packed, columns, out, stride, post) };
+    }
+    // One tile, `MR` rows `NR` apart (levels use its first quarter as bytes).
+    let mut buffer = [0f32; MR * NR];
+    // Every row of a panel of points before the next panel: the points' output
+    // (`NR` runs of all the rows) is written whole while it is in cache.
+    for cp in 0..columns.div_ceil(NR) {
+        let cols = NR.min(columns - cp * NR);
+        for first in rows.clone().step_by(MR) {
+            let tile_rows = MR.min(rows.end - first);
+            // SAFETY: the buffer holds a tile; the caller's contract covers the
+            // transposed block `cp·NR..+cols` × `first..+tile_rows` of `out`.
+            unsafe {
+                let at = cp * NR * stride + (first - rows.start);
+                match out {
+                    Dst::F32(p) => {
+                        let tmp = buffer.as_mut_ptr();
+                        tile(
+                            weights,
+                            first..rows.end,
+                            packed,
+                            cp,
+                            cols,
+                            Dst::F32(tmp),
+                            NR,
+                            post,
+                        );
+                        for c in 0..cols {
+                            for r in 0..tile_rows {
+                                *p.add(at + c * stride + r) = *tmp.add(r * NR + c);
+                            }
+                        }
+                    }
+                    Dst::U8(p) => {
+                        let tmp = buffer.as_mut_ptr() as *mut u8;
+                        tile(
+                            weights,
+                            first..rows.end,
+                            packed,
+                            cp,
+                            cols,
+                            Dst::U8(tmp),
+                            NR,
+                            post,
+                        );
+                        transpose_levels(tmp, tile_rows, cols, p.add(at), stride);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Copies a tile of levels, `rows` rows `NR` apart at `tile`, to `out` with
+/// row `r` of column `c` at `out[c · stride + r]`.
+///
+/// # Safety
+/// `tile` holds `MR × NR` bytes; `out` is writable at those places.
+#[inline]
+unsafe fn transpose_levels(tile: *const u8, rows: usize, cols: usize, out: *mut u8, stride: usize) {
+    // Advanced only by the x86-64 vector loop.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if rows == 8 {
+        use std::arch::x86_64::*;
+        while done + 16 <= cols {
+            // SAFETY: SSE2 is part of x86-64; 16 bytes of each of the 8 rows are
+            // read at `done`, within the tile, and 8 bytes written for each of the
+            // 16 columns, rows 0..8, the caller's places.
+            unsafe {
+                let row = |r: usize| _mm_loadu_si128(tile.add(r * NR + done) as *const __m128i);
+                let a: [__m128i; 8] = std::array::from_fn(row);
+                // Bytes of row pairs, then of row quads, then of all 8 rows, per column.
+                let t: [__m128i; 8] = std::array::from_fn(|i| {
+                    let (x, y) = (a[2 * (i / 2)], a[2 * (i / 2) + 1]);
+                    if i % 2 == 0 {
+                        _mm_unpacklo_epi8(x, y)
+                    } else {
+                        _mm_unpackhi_epi8(x, y)
+                    }
+                });
+                // u[0..4]: rows 0–3 of columns 0–3, 4–7, 8–11, 12–15; u[4..8]: rows 4–7.
+                let u: [__m128i; 8] = std::array::from_fn(|i| {
+                    let base = 4 * (i / 4);
+                    let (x, y) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
+                    if i % 2 == 0 {
+                        _mm_unpacklo_epi16(x, y)
+                    } else {
+                        _mm_unpackhi_epi16(x, y)
+                    }
+                });
+                for i in 0..4 {
+                    // Columns 4i..4i + 4, 8 rows each.
+                    let lo = _mm_unpacklo_epi32(u[i], u[4 + i]);
+                    let hi = _mm_unpackhi_epi32(u[i], u[4 + i]);
+                    let col = |j: usize| out.add((done + 4 * i + j) * stride) as *mut __m128i;
+                    _mm_storel_epi64(col(0), lo);
+                    _mm_storel_epi64(col(1), _mm_unpackhi_epi64(lo, lo));
+                    _mm_storel_epi64(col(2), hi);
+                    _mm_storel_epi64(col(3), _mm_unpackhi_epi64(hi, hi));
+                }
+            }
+            done += 16;
+        }
+    }
+    for c in done..cols {
+        for r in 0..rows {
+            // SAFETY: the function's contract.
+            unsafe { *out.add(c * stride + r) = *tile.add(r * NR + c) };
+        }
+    }
+}
+
+/// Computes the tile of rows `rows.start..+MR` (within `rows`, which ends at
+/// the last valid row) and activation panel `cp` (`cols` valid columns) into
+/// `out`, row `r` at `out + r · stride`.
+///
+/// # Safety
+/// As [`product`], for this tile.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile(
+    weights: &PackedWeights,
+    rows: std::ops::Range<usize>,
+    packed: &[u8],
+    cp: usize,
+    cols: usize,
+    out: Dst,
+    stride: usize,
+    post: &Post,
+) {
+    let kq = quads_of(weights.k);
+    let (first, panel) = (rows.start, rows.start / MR);
+    let tile = Tile {
+        rows: MR.min(rows.end - first),
+        offsets: &weights.offsets[first..],
+        scales: &weights.scales[first..],
+        shifts: &weights.shifts[first..],
+        post,
+    };
+    let x = &packed[cp * kq * NR * 4..(cp + 1) * kq * NR * 4];
+    let quads = &weights.quads[panel * kq * MR * 4..];
+    // SAFETY: the caller's contract.
+    unsafe {
+        match weights.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => x86::vnni(kq, quads, x, &tile, out, stride, cols),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => x86::avx2(
+                kq,
+                &weights.pairs[panel * kq * MR * 2..],
+                x,
+                &tile,
+                out,
+                stride,
+                cols,
+            ),
+            kernel => tile.store_all(&sums(kernel, kq, quads, x), out, stride, cols),
         }
     }
 }
@@ -606,7 +879,7 @@ mod neon {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Dst, Tile, MR, NR};
+    use super::{quads_of, Dst, PackedWeights, Post, Tile, CL_ROWS, MR, NR};
     use std::arch::x86_64::*;
 
     /// AVX-512 VNNI: [`MR`] rows × [`NR`] columns in 16 vectors of sums.
@@ -649,45 +922,134 @@ mod x86 {
                     break;
                 }
                 let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offset));
-                let mut v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
-                // max/min return their second operand for NaN, as f32::max/min.
-                if let Some([lo, hi]) = tile.post.clamp {
-                    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
-                }
+                let v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
                 let mask = ((1u32 << valid) - 1) as u16;
-                let at = r * stride + h * 16;
-                let quant = tile.post.quant_for(out);
-                if let Some([inv, zero, scale]) = quant {
-                    let t = _mm512_mul_ps(v, _mm512_set1_ps(inv));
-                    let t = _mm512_min_ps(
-                        _mm512_max_ps(t, _mm512_set1_ps(-1024.0)),
-                        _mm512_set1_ps(1024.0),
-                    );
-                    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                        t,
-                    );
-                    let t = _mm512_add_ps(t, _mm512_set1_ps(zero));
-                    let t =
-                        _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
-                    if let Dst::U8(p) = out {
-                        // SAFETY: the caller's contract; the mask covers `valid` columns.
-                        unsafe {
-                            _mm512_mask_cvtusepi32_storeu_epi8(
-                                p.add(at) as *mut i8,
-                                mask,
-                                _mm512_cvtps_epi32(t),
-                            )
-                        };
-                        continue;
+                // SAFETY: the caller's contract; the mask covers `valid` columns.
+                unsafe { finish(v, tile.post, out, r * stride + h * 16, mask) };
+            }
+        }
+    }
+
+    /// The steps of `post` on 16 scaled values, then a masked store of those
+    /// in `mask` at `out + at`: levels for [`Dst::U8`], values for [`Dst::F32`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `out + at` is writable for the masked lanes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn finish(mut v: __m512, post: &Post, out: Dst, at: usize, mask: u16) {
+        // max/min return their second operand for NaN, as f32::max/min.
+        if let Some([lo, hi]) = post.clamp {
+            v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+        }
+        if let Some([inv, zero, scale]) = post.quant_for(out) {
+            let t = _mm512_mul_ps(v, _mm512_set1_ps(inv));
+            let t = _mm512_min_ps(
+                _mm512_max_ps(t, _mm512_set1_ps(-1024.0)),
+                _mm512_set1_ps(1024.0),
+            );
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+            let t = _mm512_add_ps(t, _mm512_set1_ps(zero));
+            let t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(255.0));
+            if let Dst::U8(p) = out {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    _mm512_mask_cvtusepi32_storeu_epi8(
+                        p.add(at) as *mut i8,
+                        mask,
+                        _mm512_cvtps_epi32(t),
+                    )
+                };
+                return;
+            }
+            v = _mm512_mul_ps(
+                _mm512_sub_ps(t, _mm512_set1_ps(zero)),
+                _mm512_set1_ps(scale),
+            );
+        }
+        if let Dst::F32(p) = out {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_mask_storeu_ps(p.add(at), mask, v) };
+        }
+    }
+
+    /// [`super::product_channels_last`] with AVX-512 VNNI, points as rows: a
+    /// tile is 8 points × [`CL_ROWS`] channels (16 vectors of sums), each
+    /// point's quad broadcast against two vectors of weights, so each point's
+    /// channels are stored as one run. The sums, and so the values, are those
+    /// of [`vnni`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI; `weights.wide` is packed; the rest as
+    /// [`super::product_channels_last`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn vnni_points(
+        weights: &PackedWeights,
+        rows: std::ops::Range<usize>,
+        packed: &[u8],
+        columns: usize,
+        out: Dst,
+        stride: usize,
+        post: &Post,
+    ) {
+        const POINTS: usize = 8;
+        let kq = quads_of(weights.k);
+        assert!(
+            rows.end <= weights.m
+                && rows.start.is_multiple_of(CL_ROWS)
+                && packed.len() >= columns.div_ceil(NR) * kq * NR * 4
+                && weights.wide.len() >= weights.m.div_ceil(CL_ROWS) * kq * CL_ROWS * 4
+        );
+        for first in (0..columns).step_by(POINTS) {
+            let points = POINTS.min(columns - first);
+            // Quad `q` of point `first + i` is the word at `x + (q · NR + i) · 4`.
+            let (cp, col) = (first / NR, first % NR);
+            let x = packed[(cp * kq * NR + col) * 4..].as_ptr() as *const i32;
+            for row in rows.clone().step_by(CL_ROWS) {
+                let valid = CL_ROWS.min(rows.end - row);
+                let w = weights.wide[row / CL_ROWS * kq * CL_ROWS * 4..].as_ptr();
+                let mut acc = [[_mm512_setzero_si512(); 2]; POINTS];
+                for q in 0..kq {
+                    // SAFETY: in bounds (asserted above; a partial panel of points
+                    // reads packed padding).
+                    unsafe {
+                        let w0 = _mm512_loadu_si512(w.add(q * CL_ROWS * 4) as *const _);
+                        let w1 = _mm512_loadu_si512(w.add(q * CL_ROWS * 4 + 64) as *const _);
+                        for (i, acc) in acc.iter_mut().enumerate() {
+                            let b = _mm512_set1_epi32(x.add(q * NR + i).read_unaligned());
+                            acc[0] = _mm512_dpbusd_epi32(acc[0], b, w0);
+                            acc[1] = _mm512_dpbusd_epi32(acc[1], b, w1);
+                        }
                     }
-                    v = _mm512_mul_ps(
-                        _mm512_sub_ps(t, _mm512_set1_ps(zero)),
-                        _mm512_set1_ps(scale),
-                    );
                 }
-                if let Dst::F32(p) = out {
-                    // SAFETY: the caller's contract; the mask covers `valid` columns.
-                    unsafe { _mm512_mask_storeu_ps(p.add(at), mask, v) };
+                for h in 0..2 {
+                    let lanes = valid.saturating_sub(16 * h).min(16);
+                    if lanes == 0 {
+                        break;
+                    }
+                    let mask = ((1u32 << lanes) - 1) as u16;
+                    let at = row + 16 * h;
+                    // SAFETY: the masked lanes are rows below `weights.m`.
+                    let (offset, scale, shift) = unsafe {
+                        (
+                            _mm512_maskz_loadu_epi32(mask, weights.offsets[at..].as_ptr()),
+                            _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(
+                                mask,
+                                weights.scales[at..].as_ptr() as *const i32,
+                            )),
+                            _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(
+                                mask,
+                                weights.shifts[at..].as_ptr() as *const i32,
+                            )),
+                        )
+                    };
+                    for (i, acc) in acc.iter().enumerate().take(points) {
+                        let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], offset));
+                        let v = _mm512_add_ps(_mm512_mul_ps(v, scale), shift);
+                        let place = (first + i) * stride + at - rows.start;
+                        // SAFETY: the caller's contract for point `first + i`.
+                        unsafe { finish(v, post, out, place, mask) };
+                    }
                 }
             }
         }
@@ -955,6 +1317,109 @@ mod tests {
                 want,
                 "{kernel:?}"
             );
+        }
+    }
+
+    /// A channels-last input packs as its transpose does, and a channels-last
+    /// product stores the transpose of the product, values and levels, for
+    /// every kernel, partial tiles in both directions, `k` not a multiple of 4,
+    /// and a part of the rows.
+    #[test]
+    fn channels_last_products_are_the_transposed_products() {
+        let post = Post {
+            clamp: Some([-20.0, 30.0]),
+            fake_quant: Some([1.0 / 0.3, 100.0, 0.3]),
+        };
+        for (seed, &(m, k, n)) in [
+            (8, 4, 32),
+            (9, 5, 33),
+            (24, 96, 70),
+            (40, 16, 16),
+            (13, 7, 5),
+            (144, 24, 45),
+            (70, 8, 9),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let x = bytes(k * n, 200 + seed as u64);
+            let points: Vec<u8> = (0..n * k).map(|i| x[(i % k) * n + i / k]).collect();
+            let (mut by_rows, mut by_points) = (Vec::new(), Vec::new());
+            pack_columns(&x, k, n, n, 9, &mut by_rows);
+            pack_points(&points, k, n, 9, &mut by_points);
+            assert_eq!(by_rows, by_points, "packing m {m} k {k} n {n}");
+            let w: Vec<i8> = bytes(m * k, seed as u64)
+                .into_iter()
+                .map(|b| b as i8)
+                .collect();
+            let scales: Vec<f32> = (0..m).map(|o| 0.001 * (o + 1) as f32).collect();
+            let shifts: Vec<f32> = (0..m).map(|o| o as f32 - 3.5).collect();
+            for kernel in Kernel::detected() {
+                let what = format!("{kernel:?} m {m} k {k} n {n}");
+                let by_rows_w = PackedWeights::new(&w, m, k, 3, &scales, &shifts, kernel);
+                let by_points_w = by_rows_w.with_point_tiles();
+                for (rows, packed_w) in [
+                    (0..m, &by_rows_w),
+                    (CL_ROWS.min(m / CL_ROWS * CL_ROWS)..m, &by_rows_w),
+                    (0..m, &by_points_w),
+                    (CL_ROWS.min(m / CL_ROWS * CL_ROWS)..m, &by_points_w),
+                ] {
+                    let r = rows.len();
+                    let mut want = vec![0u8; r * n];
+                    let mut got = vec![0xA5u8; n * r + 64];
+                    let mut want_f = vec![0f32; r * n];
+                    let mut got_f = vec![f32::NAN; n * r];
+                    // SAFETY: each buffer holds the `r × n` block.
+                    unsafe {
+                        product(
+                            &by_rows_w,
+                            rows.clone(),
+                            &by_rows,
+                            n,
+                            Dst::U8(want.as_mut_ptr()),
+                            n,
+                            &post,
+                        );
+                        product_channels_last(
+                            packed_w,
+                            rows.clone(),
+                            &by_points,
+                            n,
+                            Dst::U8(got.as_mut_ptr()),
+                            r,
+                            &post,
+                        );
+                        product(
+                            &by_rows_w,
+                            rows.clone(),
+                            &by_rows,
+                            n,
+                            Dst::F32(want_f.as_mut_ptr()),
+                            n,
+                            &Post::default(),
+                        );
+                        product_channels_last(
+                            packed_w,
+                            rows.clone(),
+                            &by_points,
+                            n,
+                            Dst::F32(got_f.as_mut_ptr()),
+                            r,
+                            &Post::default(),
+                        );
+                    }
+                    assert!(
+                        got[n * r..].iter().all(|&b| b == 0xA5),
+                        "{what}: wrote past the end"
+                    );
+                    for o in 0..r {
+                        for p in 0..n {
+                            assert_eq!(got[p * r + o], want[o * n + p], "{what} levels {o},{p}");
+                            assert_eq!(got_f[p * r + o], want_f[o * n + p], "{what} {o},{p}");
+                        }
+                    }
+                }
+            }
         }
     }
 
