@@ -197,6 +197,18 @@ impl Pointwise {
         self.0.is_empty()
     }
 
+    /// The steps before a last clamp, and that clamp's bounds (±∞ without
+    /// one): what an op writing levels runs before the quantiser, which takes
+    /// the clamp in its own pass.
+    pub fn split_last_clamp(&self) -> (&[Activation], [f32; 2]) {
+        match self.0.as_slice() {
+            [before @ .., Activation::Clamp { lo, hi }] => {
+                (before, [f32::from_bits(*lo), f32::from_bits(*hi)])
+            }
+            steps => (steps, [f32::NEG_INFINITY, f32::INFINITY]),
+        }
+    }
+
     /// `next` after these steps, merged into the last one where the two compose
     /// ([`Activation::then`]); `None` when that would take more than
     /// [`Pointwise::MAX_STEPS`].

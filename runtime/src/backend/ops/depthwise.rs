@@ -21,7 +21,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
-use super::activation::{Activation, Pointwise, PointwiseKernels};
+use super::activation::{Pointwise, PointwiseKernels};
 use super::epilogue::Channels;
 use super::gemm_conv::WeightLayout;
 use super::quant::{U8Quant, Values, ValuesMut};
@@ -252,12 +252,7 @@ impl Depthwise {
                     .output_levels
                     .context("depthwise levels without a quantisation")?;
                 // A last clamp (ReLU6) runs in the quantiser's pass.
-                let (steps, bounds) = match self.pointwise.0.as_slice() {
-                    [before @ .., Activation::Clamp { lo, hi }] => {
-                        (before, [f32::from_bits(*lo), f32::from_bits(*hi)])
-                    }
-                    steps => (steps, [f32::NEG_INFINITY, f32::INFINITY]),
-                };
+                let (steps, bounds) = self.pointwise.split_last_clamp();
                 crate::backend::parallel::par_chunks_mut(
                     output,
                     plane_out,

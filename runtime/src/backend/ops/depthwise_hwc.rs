@@ -12,7 +12,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::activation::{Activation, Pointwise, PointwiseKernels};
+use super::activation::{Pointwise, PointwiseKernels};
 use super::quant::{U8Quant, Values, ValuesMut};
 use super::ConvGeometry;
 
@@ -101,12 +101,7 @@ impl DepthwiseHwc {
                     .output_levels
                     .context("depthwise levels without a quantisation")?;
                 // A last clamp (ReLU6) runs in the quantiser's pass.
-                let (steps, bounds) = match self.pointwise.0.as_slice() {
-                    [before @ .., Activation::Clamp { lo, hi }] => {
-                        (before, [f32::from_bits(*lo), f32::from_bits(*hi)])
-                    }
-                    steps => (steps, [f32::NEG_INFINITY, f32::INFINITY]),
-                };
+                let (steps, bounds) = self.pointwise.split_last_clamp();
                 crate::backend::parallel::par_chunks_mut(output, row, work, |first, rows| {
                     let before = PointwiseKernels::of(steps)?;
                     let count = rows.len() / row;
@@ -262,6 +257,7 @@ impl TypedOp for DepthwiseHwc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::ops::activation::Activation;
     use crate::backend::ops::gemm_conv::tests::values;
 
     /// On levels, the op gives bit for bit what the `f32` op gives on the

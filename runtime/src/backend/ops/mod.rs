@@ -715,6 +715,66 @@ pub(crate) mod tests {
         }
     }
 
+    /// A product whose activation the INT8 store cannot run (SiLU, as YOLOv8
+    /// follows every convolution with it) still writes levels for the INT8
+    /// product after it, through `f32` blocks: bit for bit the outputs of the
+    /// plain rewrite, whose second product quantises the `f32` tensor itself.
+    /// Products split by points and by channels (more channels than points),
+    /// 1 and 2 threads.
+    #[test]
+    fn levels_after_silu_change_no_output() {
+        if !qgemm_conv::enabled() {
+            return;
+        }
+        // (channels, mixed, size)
+        for (seed, &(c, e, hw)) in [(8, 24, 7), (5, 70, 20), (64, 300, 8), (16, 130, 40)]
+            .iter()
+            .enumerate()
+        {
+            let mut m = TypedModel::default();
+            let x = m.add_source("x", f32::fact([1, c, hw, hw])).unwrap();
+            let x = wire_pair(&mut m, "in", x, 0.02, 120);
+            let y = mix(&mut m, "first", x, c, e, seed);
+            let y = m
+                .wire_node(
+                    "first.silu",
+                    tract_onnx::tract_core::ops::nn::silu::silu(),
+                    &[y],
+                )
+                .unwrap()[0];
+            let y = wire_pair(&mut m, "mixed", y, 0.05, 10);
+            let y = mix(&mut m, "second", y, e, c, seed + 5);
+            m.select_output_outlets(&[y]).unwrap();
+            let model = m.into_decluttered().unwrap();
+            let mut plain = model.clone();
+            rewrite_decluttered_with(&mut plain, false, false).unwrap();
+            let mut levels = model.clone();
+            rewrite_decluttered_with(&mut levels, true, false).unwrap();
+            let writers = levels
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.outputs
+                        .iter()
+                        .any(|o| o.fact.datum_type == u8::datum_type())
+                })
+                .map(|n| n.op.name().to_string())
+                .collect::<Vec<_>>();
+            assert_eq!(writers, ["OutpostQGemmConv"], "case {seed}: {levels}");
+            let input: Vec<f32> = values(c * hw * hw, seed + 1)
+                .iter()
+                .map(|v| v * 2.0)
+                .collect();
+            let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let want = bits(&run(&plain, &input));
+            for threads in [1, 2] {
+                let got = crate::backend::parallel::with_threads(threads, || run(&levels, &input));
+                assert_eq!(bits(&got), want, "case {seed} threads {threads}");
+            }
+        }
+    }
+
     /// With levels passed between the INT8 ops, a block gives bit for bit the
     /// outputs of the same rewrite without them (and tract's, within the one
     /// output step the INT8 products may move a value): the expand product

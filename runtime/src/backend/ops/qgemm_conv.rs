@@ -32,7 +32,14 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     static QUANTIZED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The thread's `f32` block of values on their way to levels, where
+    /// activations the store cannot run (SiLU) come between.
+    static VALUES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Output channels per `f32` block on the way to levels (a multiple of
+/// [`CL_ROWS`]).
+const LEVEL_ROWS: usize = 64;
 
 /// Blocks of the im2col matrix (and of its packed form) hold about this many
 /// bytes: a quarter of a 1 MiB L2, beside the weights.
@@ -176,16 +183,17 @@ impl QGemmConv {
     }
 
     /// This op writing the levels of `quant` instead of f32 values (without its
-    /// last activation, a quantise-dequantise pair, if `drop_pair`), where the
-    /// kernel's store can: every activation runs in the store and none
-    /// quantises already.
+    /// last activation, a quantise-dequantise pair, if `drop_pair`). Where every
+    /// activation runs in the kernel's store the levels are stored directly;
+    /// otherwise (a SiLU, or a pair already) each block goes through `f32`
+    /// values in cache, the activations, then the quantiser the next op would
+    /// have run on them.
     pub fn writing_levels(&self, quant: U8Quant, drop_pair: bool) -> Option<QGemmConv> {
         let mut op = self.clone();
         if drop_pair {
             op.pointwise.0.pop();
         }
-        let (post, rest) = store_steps(&op.pointwise);
-        (self.output_levels.is_none() && rest.is_empty() && post.fake_quant.is_none()).then(|| {
+        self.output_levels.is_none().then(|| {
             op.output_levels = Some(quant);
             op
         })
@@ -283,16 +291,65 @@ impl QGemmConv {
         let [m, n, k] = self.mnk;
         let zero = self.input.zero;
         let (mut post, rest) = store_steps(&self.pointwise);
+        // Levels through an `f32` block: those of `q`, after the store's steps
+        // and `rest`.
+        let mut via_values = None;
         if let Some(q) = self.output_levels {
-            ensure!(
-                rest.is_empty() && post.fake_quant.is_none(),
-                "INT8 convolution writing levels with activations outside its store"
-            );
-            post.fake_quant = Some(q.steps());
+            match rest.is_empty() && post.fake_quant.is_none() {
+                true => post.fake_quant = Some(q.steps()),
+                false => via_values = Some(q),
+            }
         }
         let activation = PointwiseKernels::of(rest)?;
         // SAFETY: the caller's contract: these rows and columns are this part's.
         let run = |packed: &[u8], first: usize, columns: usize| -> TractResult<()> {
+            if let (Some(q), Dst::U8(levels)) = (via_values, out) {
+                return VALUES.with_borrow_mut(|block| {
+                    for chunk in rows.clone().step_by(LEVEL_ROWS) {
+                        let chunk = chunk..(chunk + LEVEL_ROWS).min(rows.end);
+                        let r = chunk.len();
+                        block.resize(r * columns, 0.0);
+                        let values = Dst::F32(block.as_mut_ptr());
+                        // SAFETY: the block holds `r × columns` values; the levels
+                        // written are this part's (the caller's contract).
+                        unsafe {
+                            if self.output_channels_last {
+                                let w = &self.weights;
+                                product_channels_last(
+                                    w,
+                                    chunk.clone(),
+                                    packed,
+                                    columns,
+                                    values,
+                                    r,
+                                    &post,
+                                );
+                                activation.apply(block)?;
+                                for (p, point) in block.chunks_exact(r).enumerate() {
+                                    let at = levels.add((first + p) * m + chunk.start);
+                                    q.quantize(point, std::slice::from_raw_parts_mut(at, r));
+                                }
+                            } else {
+                                product(
+                                    &self.weights,
+                                    chunk.clone(),
+                                    packed,
+                                    columns,
+                                    values,
+                                    columns,
+                                    &post,
+                                );
+                                activation.apply(block)?;
+                                for (o, row) in block.chunks_exact(columns).enumerate() {
+                                    let at = levels.add((chunk.start + o) * n + first);
+                                    q.quantize(row, std::slice::from_raw_parts_mut(at, columns));
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                });
+            }
             unsafe {
                 // Runs of `len` values `gap` apart, `count` of them, that the
                 // remaining activations go over.

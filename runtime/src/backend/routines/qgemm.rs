@@ -316,7 +316,7 @@ pub fn pack_columns(
     out: &mut Vec<u8>,
 ) {
     let (panels, kq) = (columns.div_ceil(NR), quads_of(k));
-    out.clear();
+    // Every byte is written below (padding with `fill`): no clearing pass.
     out.resize(panels * kq * NR * 4, fill);
     let row = |r: usize| &matrix[r * stride..r * stride + columns];
     for q in 0..kq {
@@ -326,7 +326,8 @@ pub fn pack_columns(
             let first = panel * NR;
             let width = NR.min(columns - first);
             let dst = &mut out[(panel * kq + q) * NR * 4..][..NR * 4];
-            interleave4(&rows, first, width, dst);
+            interleave4(&rows, first, width, dst, fill);
+            dst[4 * width..].fill(fill);
         }
     }
 }
@@ -337,7 +338,7 @@ pub fn pack_columns(
 /// adjacent here already, so each moves as one 32-bit word.
 pub fn pack_points(matrix: &[u8], k: usize, columns: usize, fill: u8, out: &mut Vec<u8>) {
     let (panels, kq) = (columns.div_ceil(NR), quads_of(k));
-    out.clear();
+    // Every byte is written below (padding with `fill`): no clearing pass.
     out.resize(panels * kq * NR * 4, fill);
     let whole = k / 4;
     assert!(
@@ -392,17 +393,23 @@ pub fn pack_points(matrix: &[u8], k: usize, columns: usize, fill: u8, out: &mut 
             for (q, quad) in point.chunks_exact(4).enumerate().skip(quads_from) {
                 dst[(q * NR + c) * 4..][..4].copy_from_slice(quad);
             }
-            // The last, partial quad: padding keeps `fill`.
-            for (j, &v) in point[whole * 4..].iter().enumerate() {
-                dst[(whole * NR + c) * 4 + j] = v;
+            // The last, partial quad, padded with `fill`.
+            if whole < kq {
+                let quad = &mut dst[(whole * NR + c) * 4..][..4];
+                quad.fill(fill);
+                quad[..k - whole * 4].copy_from_slice(&point[whole * 4..]);
             }
+        }
+        // Points past the last, in a partial panel.
+        for q in 0..kq {
+            dst[(q * NR + width) * 4..(q + 1) * NR * 4].fill(fill);
         }
     }
 }
 
-/// `dst[4c + j] = rows[j][first + c]` for `c < width`; missing rows keep `dst`'s value.
+/// `dst[4c + j] = rows[j][first + c]` for `c < width`, and `fill` for missing rows.
 #[inline]
-fn interleave4(rows: &[Option<&[u8]>; 4], first: usize, width: usize, dst: &mut [u8]) {
+fn interleave4(rows: &[Option<&[u8]>; 4], first: usize, width: usize, dst: &mut [u8], fill: u8) {
     // Advanced only by the x86-64 vector loop.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
@@ -429,9 +436,16 @@ fn interleave4(rows: &[Option<&[u8]>; 4], first: usize, width: usize, dst: &mut 
         }
     }
     for (j, row) in rows.iter().enumerate() {
-        if let Some(row) = row {
-            for col in done..width {
-                dst[4 * col + j] = row[first + col];
+        match row {
+            Some(row) => {
+                for col in done..width {
+                    dst[4 * col + j] = row[first + col];
+                }
+            }
+            None => {
+                for col in done..width {
+                    dst[4 * col + j] = fill;
+                }
             }
         }
     }
@@ -1344,7 +1358,8 @@ mod tests {
         {
             let x = bytes(k * n, 200 + seed as u64);
             let points: Vec<u8> = (0..n * k).map(|i| x[(i % k) * n + i / k]).collect();
-            let (mut by_rows, mut by_points) = (Vec::new(), Vec::new());
+            // Stale bytes in both buffers: packing must overwrite every one.
+            let (mut by_rows, mut by_points) = (vec![0x11; 1 << 16], vec![0x77; 1 << 16]);
             pack_columns(&x, k, n, n, 9, &mut by_rows);
             pack_points(&points, k, n, 9, &mut by_points);
             assert_eq!(by_rows, by_points, "packing m {m} k {k} n {n}");
@@ -1428,14 +1443,16 @@ mod tests {
     fn packing_interleaves_four_rows_per_column() {
         let (k, n) = (6, 40);
         let x: Vec<u8> = (0..k * n).map(|i| i as u8).collect();
-        let mut packed = Vec::new();
+        // Stale bytes from an earlier block: the padding must be written.
+        let mut packed = vec![0xEE; 4096];
         pack_columns(&x, k, n, n, 7, &mut packed);
         assert_eq!(packed.len(), 2 * 2 * NR * 4);
-        for c in 0..n {
+        // Columns past `n` in the last panel are padding too.
+        for c in 0..2 * NR {
             let (panel, col) = (c / NR, c % NR);
             for r in 0..8 {
                 let got = packed[((panel * 2 + r / 4) * NR + col) * 4 + r % 4];
-                let want = if r < k { x[r * n + c] } else { 7 };
+                let want = if r < k && c < n { x[r * n + c] } else { 7 };
                 assert_eq!(got, want, "column {c} row {r}");
             }
         }
