@@ -410,8 +410,9 @@ pub fn run_parts(parts: usize, part: impl Fn(usize) -> TractResult<()> + Sync) -
 }
 
 /// Calls `f(first_row, rows)` on blocks of whole rows of `out` (rows of
-/// `row_len` values), in parallel when there is a pool and the work (`work`, in
-/// values touched) is worth it.
+/// `row_len` values; the last block also takes a trailing partial row), in
+/// parallel when there is a pool and the work (`work`, in values touched) is
+/// worth it.
 pub fn par_chunks_mut<T: Send>(
     out: &mut [T],
     row_len: usize,
@@ -427,14 +428,18 @@ pub fn par_chunks_mut<T: Send>(
     }
     // Twice the threads, so that a late helper costs half a share, not a whole one.
     let parts = (2 * threads).min(rows);
-    let base = SharedOutput(out.as_mut_ptr());
+    let (base, len) = (SharedOutput(out.as_mut_ptr()), out.len());
     run_parts(parts, |p| {
         let block = rows * p / parts..rows * (p + 1) / parts;
-        // SAFETY: the parts' row ranges are disjoint and inside `out`.
+        let end = match p + 1 == parts {
+            true => len,
+            false => block.end * row_len,
+        };
+        // SAFETY: the parts' ranges are disjoint and inside `out`.
         let chunk = unsafe {
             std::slice::from_raw_parts_mut(
                 base.get().add(block.start * row_len),
-                block.len() * row_len,
+                end - block.start * row_len,
             )
         };
         f(block.start, chunk)
@@ -621,6 +626,27 @@ mod tests {
             assert_eq!(threads(), 2);
         });
         assert_eq!(count.into_inner(), 12);
+    }
+
+    /// Every value is handed out once, at its place, trailing partial row included.
+    #[test]
+    fn chunks_cover_every_value_once() {
+        for threads in [1, 2, 3] {
+            for (len, row_len) in [(1037, 100), (1000, 100), (5, 2), (99_999, 4096)] {
+                let mut out = vec![0u32; len];
+                with_threads(threads, || {
+                    par_chunks_mut(&mut out, row_len, 1 << 20, |first, rows| {
+                        for (i, v) in rows.iter_mut().enumerate() {
+                            *v += (first * row_len + i) as u32 + 1;
+                        }
+                        Ok(())
+                    })
+                })
+                .unwrap();
+                let want: Vec<u32> = (1..=len as u32).collect();
+                assert!(out == want, "threads {threads} len {len} rows of {row_len}");
+            }
+        }
     }
 
     #[test]

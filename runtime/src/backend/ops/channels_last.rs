@@ -447,11 +447,7 @@ mod tests {
                     "case {seed}: {rewritten}"
                 );
             }
-            let input: Vec<f32> = values(c * hw * hw, seed + 1)
-                .iter()
-                .map(|v| v * 2.0)
-                .collect();
-            let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
+            let input = crate::backend::ops::tests::image(c, hw, seed + 1);
             let want = run(&model, &input);
             for threads in [1, 2] {
                 let got =

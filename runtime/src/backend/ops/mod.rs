@@ -538,6 +538,24 @@ pub(crate) mod tests {
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};
 
+    /// A `[1, c, hw, hw]` test image, values in about ±2.
+    pub(crate) fn image(c: usize, hw: usize, seed: usize) -> Tensor {
+        let input: Vec<f32> = values(c * hw * hw, seed).iter().map(|v| v * 2.0).collect();
+        tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap()
+    }
+
+    /// The INT8 blocks the levels and chain tests run: (channels, expanded,
+    /// size, kernel, stride), strides 1 and 2, kernels 3 and 5, small and odd
+    /// planes, channel counts with and without whole vectors.
+    const BLOCKS: [(usize, usize, usize, usize, usize); 6] = [
+        (8, 24, 7, 5, 1),
+        (4, 16, 23, 3, 2),
+        (6, 20, 14, 5, 2),
+        (3, 10, 30, 3, 1),
+        (5, 12, 9, 5, 1),
+        (4, 15, 17, 3, 2),
+    ];
+
     /// `min(max(x, 0), 6)` as ONNX writes ReLU6.
     pub(crate) fn relu6(m: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
         let zero = m
@@ -648,20 +666,10 @@ pub(crate) mod tests {
         if !qgemm_conv::enabled() || !channels_last::enabled() {
             return;
         }
-        for (seed, &(c, e, hw, kernel, stride)) in [
-            (8, 24, 7, 5, 1),
-            (4, 16, 23, 3, 2),
-            (6, 20, 14, 5, 2),
-            (3, 10, 30, 3, 1),
-            (5, 12, 9, 5, 1),
-            (4, 15, 17, 3, 2),
-            (16, 96, 12, 3, 1),
-            // More channels than points, and enough work to split by channels.
-            (64, 384, 7, 3, 1),
-        ]
-        .iter()
-        .enumerate()
-        {
+        // Besides the blocks: whole tiles of 32 channels, and more channels than
+        // points with enough work to split by channels.
+        let more = [(16, 96, 12, 3, 1), (64, 384, 7, 3, 1)];
+        for (seed, &(c, e, hw, kernel, stride)) in BLOCKS.iter().chain(&more).enumerate() {
             if cfg!(target_arch = "aarch64") && e >= 16 {
                 continue;
             }
@@ -690,11 +698,7 @@ pub(crate) mod tests {
                 [(false, true), (true, false)],
                 "case {seed}: {chain}"
             );
-            let input: Vec<f32> = values(c * hw * hw, seed + 1)
-                .iter()
-                .map(|v| v * 2.0)
-                .collect();
-            let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
+            let input = image(c, hw, seed + 1);
             let want = run(&model, &input);
             let step = 127.0 * 0.01 * 1.5 * 6.0 / 255.0 * e as f32;
             for threads in [1, 2] {
@@ -761,11 +765,7 @@ pub(crate) mod tests {
                 .map(|n| n.op.name().to_string())
                 .collect::<Vec<_>>();
             assert_eq!(writers, ["OutpostQGemmConv"], "case {seed}: {levels}");
-            let input: Vec<f32> = values(c * hw * hw, seed + 1)
-                .iter()
-                .map(|v| v * 2.0)
-                .collect();
-            let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
+            let input = image(c, hw, seed + 1);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let want = bits(&run(&plain, &input));
             for threads in [1, 2] {
@@ -786,18 +786,7 @@ pub(crate) mod tests {
         if !qgemm_conv::enabled() {
             return;
         }
-        // (channels, expanded, size, kernel, stride)
-        for (seed, &(c, e, hw, kernel, stride)) in [
-            (8, 24, 7, 5, 1),
-            (4, 16, 23, 3, 2),
-            (6, 20, 14, 5, 2),
-            (3, 10, 30, 3, 1),
-            (5, 12, 9, 5, 1),
-            (4, 15, 17, 3, 2),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (seed, &(c, e, hw, kernel, stride)) in BLOCKS.iter().enumerate() {
             // On aarch64 tract moves depthwise convolutions of 16 channels or more
             // to channels-last for its NEON routine, and Outpost's ops leave those
             // to tract.
@@ -828,11 +817,7 @@ pub(crate) mod tests {
                 .nodes
                 .iter()
                 .all(|n| n.outputs[0].fact.datum_type != u8::datum_type()));
-            let input: Vec<f32> = values(c * hw * hw, seed + 1)
-                .iter()
-                .map(|v| v * 2.0)
-                .collect();
-            let input = tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap();
+            let input = image(c, hw, seed + 1);
             let want = run(&model, &input);
             for threads in [1, 2] {
                 let (a, b) = crate::backend::parallel::with_threads(threads, || {
