@@ -544,6 +544,27 @@ pub(crate) mod tests {
         tensor1(&input).into_shape(&[1, c, hw, hw]).unwrap()
     }
 
+    /// `model` through [`rewrite_decluttered_with`].
+    fn rewritten(model: &TypedModel, levels: bool, chains: bool) -> TypedModel {
+        let mut model = model.clone();
+        rewrite_decluttered_with(&mut model, levels, chains).unwrap();
+        model
+    }
+
+    /// The ops of `model` that write `u8` levels, in order.
+    fn u8_writers(model: &TypedModel) -> Vec<String> {
+        model
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.outputs
+                    .iter()
+                    .any(|o| o.fact.datum_type == u8::datum_type())
+            })
+            .map(|n| n.op.name().to_string())
+            .collect()
+    }
+
     /// The INT8 blocks the levels and chain tests run: (channels, expanded,
     /// size, kernel, stride), strides 1 and 2, kernels 3 and 5, small and odd
     /// planes, channel counts with and without whole vectors.
@@ -674,10 +695,10 @@ pub(crate) mod tests {
                 continue;
             }
             let model = block(c, e, hw, kernel, stride, seed);
-            let mut nchw = model.clone();
-            rewrite_decluttered_with(&mut nchw, true, false).unwrap();
-            let mut chain = model.clone();
-            rewrite_decluttered_with(&mut chain, true, true).unwrap();
+            let (nchw, chain) = (
+                rewritten(&model, true, false),
+                rewritten(&model, true, true),
+            );
             let dw = chain
                 .nodes
                 .iter()
@@ -750,20 +771,11 @@ pub(crate) mod tests {
             let y = mix(&mut m, "second", y, e, c, seed + 5);
             m.select_output_outlets(&[y]).unwrap();
             let model = m.into_decluttered().unwrap();
-            let mut plain = model.clone();
-            rewrite_decluttered_with(&mut plain, false, false).unwrap();
-            let mut levels = model.clone();
-            rewrite_decluttered_with(&mut levels, true, false).unwrap();
-            let writers = levels
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.outputs
-                        .iter()
-                        .any(|o| o.fact.datum_type == u8::datum_type())
-                })
-                .map(|n| n.op.name().to_string())
-                .collect::<Vec<_>>();
+            let (plain, levels) = (
+                rewritten(&model, false, false),
+                rewritten(&model, true, false),
+            );
+            let writers = u8_writers(&levels);
             assert_eq!(writers, ["OutpostQGemmConv"], "case {seed}: {levels}");
             let input = image(c, hw, seed + 1);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -794,20 +806,11 @@ pub(crate) mod tests {
                 continue;
             }
             let model = block(c, e, hw, kernel, stride, seed);
-            let mut plain = model.clone();
-            rewrite_decluttered_with(&mut plain, false, false).unwrap();
-            let mut levels = model.clone();
-            rewrite_decluttered_with(&mut levels, true, false).unwrap();
-            let u8_edges = levels
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.outputs
-                        .iter()
-                        .any(|o| o.fact.datum_type == u8::datum_type())
-                })
-                .map(|n| n.op.name().to_string())
-                .collect::<Vec<_>>();
+            let (plain, levels) = (
+                rewritten(&model, false, false),
+                rewritten(&model, true, false),
+            );
+            let u8_edges = u8_writers(&levels);
             assert_eq!(
                 u8_edges,
                 ["OutpostQGemmConv", "OutpostDepthwise"],

@@ -316,79 +316,59 @@ impl QGemmConv {
             }
         }
         let activation = PointwiseKernels::of(rest)?;
+        // The output of channels `o..` at points `p..` is runs of contiguous
+        // values, `gap` apart: a run per channel (channels-first) or per point
+        // (channels-last).
+        let (cl, gap) = (
+            self.output_channels_last,
+            if self.output_channels_last { m } else { n },
+        );
+        let offset = |o: usize, p: usize| if cl { p * m + o } else { o * n + p };
+        // `rows` × `columns` into `at`, runs `stride` apart; returns the runs'
+        // length and count.
+        // SAFETY (callers): `at` holds the block's runs.
+        let multiply = |rows: std::ops::Range<usize>, packed: &[u8], columns, at, stride| unsafe {
+            let w = &self.weights;
+            if cl {
+                product_channels_last(w, rows.clone(), packed, columns, at, stride, &post);
+                (rows.len(), columns)
+            } else {
+                product(w, rows.clone(), packed, columns, at, stride, &post);
+                (columns, rows.len())
+            }
+        };
         // SAFETY: the caller's contract: these rows and columns are this part's.
         let run = |packed: &[u8], first: usize, columns: usize| -> TractResult<()> {
             if let (Some(q), Dst::U8(levels)) = (via_values, out) {
                 return VALUES.with_borrow_mut(|block| {
                     for chunk in rows.clone().step_by(LEVEL_ROWS) {
                         let chunk = chunk..(chunk + LEVEL_ROWS).min(rows.end);
-                        let r = chunk.len();
-                        block.resize(r * columns, 0.0);
+                        block.resize(chunk.len() * columns, 0.0);
+                        // The block's runs are contiguous.
+                        let stride = if cl { chunk.len() } else { columns };
                         let values = Dst::F32(block.as_mut_ptr());
-                        // SAFETY: the block holds `r × columns` values; the levels
-                        // written are this part's (the caller's contract).
-                        unsafe {
-                            if self.output_channels_last {
-                                let w = &self.weights;
-                                product_channels_last(
-                                    w,
-                                    chunk.clone(),
-                                    packed,
-                                    columns,
-                                    values,
-                                    r,
-                                    &post,
-                                );
-                                activation.apply(block)?;
-                                for (p, point) in block.chunks_exact(r).enumerate() {
-                                    let at = levels.add((first + p) * m + chunk.start);
-                                    q.quantize(point, std::slice::from_raw_parts_mut(at, r));
-                                }
-                            } else {
-                                product(
-                                    &self.weights,
-                                    chunk.clone(),
-                                    packed,
-                                    columns,
-                                    values,
-                                    columns,
-                                    &post,
-                                );
-                                activation.apply(block)?;
-                                for (o, row) in block.chunks_exact(columns).enumerate() {
-                                    let at = levels.add((chunk.start + o) * n + first);
-                                    q.quantize(row, std::slice::from_raw_parts_mut(at, columns));
-                                }
-                            }
+                        let (len, _) = multiply(chunk.clone(), packed, columns, values, stride);
+                        activation.apply(block)?;
+                        let at = offset(chunk.start, first);
+                        for (i, run) in block.chunks_exact(len).enumerate() {
+                            // SAFETY: the levels of this part (the caller's contract).
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(levels.add(at + i * gap), len)
+                            };
+                            q.quantize(run, dst);
                         }
                     }
                     Ok(())
                 });
             }
-            unsafe {
-                // Runs of `len` values `gap` apart, `count` of them, that the
-                // remaining activations go over.
-                let (at, len, gap, count) = if self.output_channels_last {
-                    let at = out.add(first * m + rows.start);
-                    product_channels_last(
-                        &self.weights,
-                        rows.clone(),
-                        packed,
-                        columns,
-                        at,
-                        m,
-                        &post,
-                    );
-                    (at, rows.len(), m, columns)
-                } else {
-                    let at = out.add(rows.start * n + first);
-                    product(&self.weights, rows.clone(), packed, columns, at, n, &post);
-                    (at, columns, n, rows.len())
-                };
-                if let (false, Dst::F32(at)) = (activation.is_identity(), at) {
-                    for r in 0..count {
-                        activation.apply(std::slice::from_raw_parts_mut(at.add(r * gap), len))?;
-                    }
+            // SAFETY: this part's block of `out` (the caller's contract).
+            let at = unsafe { out.add(offset(rows.start, first)) };
+            let (len, count) = multiply(rows.clone(), packed, columns, at, gap);
+            if let (false, Dst::F32(at)) = (activation.is_identity(), at) {
+                for r in 0..count {
+                    // SAFETY: run `r` of this part's block.
+                    activation
+                        .apply(unsafe { std::slice::from_raw_parts_mut(at.add(r * gap), len) })?;
                 }
             }
             Ok(())

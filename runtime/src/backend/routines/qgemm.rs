@@ -468,10 +468,7 @@ pub unsafe fn product(
     stride: usize,
     post: &Post,
 ) {
-    debug_assert!(matches!(out, Dst::F32(_)) || post.fake_quant.is_some());
-    let kq = quads_of(weights.k);
-    debug_assert!(rows.start.is_multiple_of(MR) && rows.end <= weights.m);
-    debug_assert!(packed.len() >= columns.div_ceil(NR) * kq * NR * 4);
+    check_product(weights, &rows, MR, packed, columns, out, post);
     for first in rows.clone().step_by(MR) {
         for cp in 0..columns.div_ceil(NR) {
             let cols = NR.min(columns - cp * NR);
@@ -494,6 +491,23 @@ pub unsafe fn product(
     }
 }
 
+/// The argument checks of [`product`] and [`product_channels_last`] (debug
+/// builds): rows start at a multiple of `align`, and `packed` holds `columns`.
+#[inline]
+fn check_product(
+    weights: &PackedWeights,
+    rows: &std::ops::Range<usize>,
+    align: usize,
+    packed: &[u8],
+    columns: usize,
+    out: Dst,
+    post: &Post,
+) {
+    debug_assert!(matches!(out, Dst::F32(_)) || post.fake_quant.is_some());
+    debug_assert!(rows.start.is_multiple_of(align) && rows.end <= weights.m);
+    debug_assert!(packed.len() >= columns.div_ceil(NR) * quads_of(weights.k) * NR * 4);
+}
+
 /// [`product`] into a channels-last output: the value of row `o` at point `p`
 /// goes to `out[p · stride + o − rows.start]`; `rows.start` is a multiple of
 /// [`CL_ROWS`]. With weights packed [`PackedWeights::with_point_tiles`] on
@@ -512,10 +526,7 @@ pub unsafe fn product_channels_last(
     stride: usize,
     post: &Post,
 ) {
-    debug_assert!(matches!(out, Dst::F32(_)) || post.fake_quant.is_some());
-    let kq = quads_of(weights.k);
-    debug_assert!(rows.start.is_multiple_of(CL_ROWS) && rows.end <= weights.m);
-    debug_assert!(packed.len() >= columns.div_ceil(NR) * kq * NR * 4);
+    check_product(weights, &rows, CL_ROWS, packed, columns, out, post);
     #[cfg(target_arch = "x86_64")]
     if weights.kernel == Kernel::Avx512Vnni && !weights.wide.is_empty() {
         // SAFETY: the caller's contract; the weights were packed for this kernel.
@@ -523,29 +534,24 @@ pub unsafe fn product_channels_last(
     }
     // One tile, `MR` rows `NR` apart (levels use its first quarter as bytes).
     let mut buffer = [0f32; MR * NR];
+    let tmp = match out {
+        Dst::F32(_) => Dst::F32(buffer.as_mut_ptr()),
+        Dst::U8(_) => Dst::U8(buffer.as_mut_ptr() as *mut u8),
+    };
     // Every row of a panel of points before the next panel: the points' output
     // (`NR` runs of all the rows) is written whole while it is in cache.
     for cp in 0..columns.div_ceil(NR) {
         let cols = NR.min(columns - cp * NR);
         for first in rows.clone().step_by(MR) {
             let tile_rows = MR.min(rows.end - first);
+            let at = cp * NR * stride + (first - rows.start);
             // SAFETY: the buffer holds a tile; the caller's contract covers the
             // transposed block `cp·NR..+cols` × `first..+tile_rows` of `out`.
             unsafe {
-                let at = cp * NR * stride + (first - rows.start);
+                tile(weights, first..rows.end, packed, cp, cols, tmp, NR, post);
                 match out {
                     Dst::F32(p) => {
-                        let tmp = buffer.as_mut_ptr();
-                        tile(
-                            weights,
-                            first..rows.end,
-                            packed,
-                            cp,
-                            cols,
-                            Dst::F32(tmp),
-                            NR,
-                            post,
-                        );
+                        let tmp = buffer.as_ptr();
                         for c in 0..cols {
                             for r in 0..tile_rows {
                                 *p.add(at + c * stride + r) = *tmp.add(r * NR + c);
@@ -553,17 +559,7 @@ pub unsafe fn product_channels_last(
                         }
                     }
                     Dst::U8(p) => {
-                        let tmp = buffer.as_mut_ptr() as *mut u8;
-                        tile(
-                            weights,
-                            first..rows.end,
-                            packed,
-                            cp,
-                            cols,
-                            Dst::U8(tmp),
-                            NR,
-                            post,
-                        );
+                        let tmp = buffer.as_ptr() as *const u8;
                         transpose_levels(tmp, tile_rows, cols, p.add(at), stride);
                     }
                 }
