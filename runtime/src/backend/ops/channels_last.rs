@@ -71,15 +71,22 @@ impl Product {
         }
     }
 
-    /// This product writing `[N, M]`.
-    fn writing_channels_last(self) -> Product {
+    /// This product writing `[N, M]`; `weight` is its weight input where
+    /// constant.
+    fn writing_channels_last(self, weight: Option<&Tensor>) -> Product {
         let [_, m, _, n] = self.shape();
         match self {
-            Product::F32(p) => Product::F32(GemmConv {
-                output_channels_last: true,
-                output_shape: tvec![n, m],
-                ..p
-            }),
+            Product::F32(p) => {
+                let p = GemmConv {
+                    output_channels_last: true,
+                    output_shape: tvec![n, m],
+                    ..p
+                };
+                Product::F32(match weight {
+                    Some(weight) => p.with_point_weights(weight),
+                    None => GemmConv { points: None, ..p },
+                })
+            }
             Product::Int8(q) => Product::Int8(QGemmConv {
                 output_channels_last: true,
                 output_shape: tvec![n, m],
@@ -89,13 +96,20 @@ impl Product {
         }
     }
 
-    /// This product reading `[N, K]`.
-    fn reading_channels_last(self) -> Product {
+    /// This product reading `[N, K]`; `weight` is its weight input where
+    /// constant.
+    fn reading_channels_last(self, weight: Option<&Tensor>) -> Product {
         match self {
-            Product::F32(p) => Product::F32(GemmConv {
-                input_channels_last: true,
-                ..p
-            }),
+            Product::F32(p) => {
+                let p = GemmConv {
+                    input_channels_last: true,
+                    ..p
+                };
+                Product::F32(match weight {
+                    Some(weight) => p.with_point_weights(weight),
+                    None => GemmConv { points: None, ..p },
+                })
+            }
             Product::Int8(q) => Product::Int8(QGemmConv {
                 input_channels_last: true,
                 ..q
@@ -206,8 +220,25 @@ impl Chain {
         if pi != 1 || pm != c || pn != h * w || qi != 1 || qk != c || qn != oh * ow {
             return Ok(None);
         }
-        let producer = (producer.0, producer.1.writing_channels_last());
-        let consumer = (consumer.0, consumer.1.reading_channels_last());
+        // An f32 product's constant weight input (INT8 products hold theirs).
+        let weight = |node: usize| -> TractResult<Option<Arc<Tensor>>> {
+            Ok(match model.node(node).inputs.get(1) {
+                Some(weight) => model.outlet_fact(*weight)?.konst.clone(),
+                None => None,
+            })
+        };
+        let producer = (
+            producer.0,
+            producer
+                .1
+                .writing_channels_last(weight(producer.0)?.as_deref()),
+        );
+        let consumer = (
+            consumer.0,
+            consumer
+                .1
+                .reading_channels_last(weight(consumer.0)?.as_deref()),
+        );
         let op = DepthwiseHwc {
             geometry,
             pointwise,
@@ -373,6 +404,7 @@ mod tests {
 
     /// `stem` (a 3×3 convolution, im2col) → depthwise → 1×1 → depthwise → 1×1,
     /// with ReLU6 after all but the last: two chains sharing the middle product.
+    /// For odd seeds a 1×1 expansion follows the stem and heads the first chain.
     fn model(
         c: usize,
         e: usize,
@@ -384,7 +416,11 @@ mod tests {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, c, hw, hw])).unwrap();
         let y = conv(&mut m, "stem", x, (c, e, 3, 1), seed);
-        let y = relu6(&mut m, "stem.relu", y);
+        let mut y = relu6(&mut m, "stem.relu", y);
+        if seed % 2 == 1 {
+            y = conv(&mut m, "expand", y, (e, e, 1, 1), seed + 3);
+            y = relu6(&mut m, "expand.relu", y);
+        }
         let y = depthwise(&mut m, "dw1", y, (e, kernel, stride), seed);
         let y = relu6(&mut m, "dw1.relu", y);
         let y = conv(&mut m, "mix", y, (e, e, 1, 1), seed + 1);
@@ -397,7 +433,10 @@ mod tests {
 
     /// The chains change no output beyond rounding (FMA in another order), on
     /// strides 1 and 2, kernels 3 and 5, channel counts with and without a whole
-    /// number of vectors, small and odd planes, with 1 and 2 threads.
+    /// number of vectors, small and odd planes, with 1 and 2 threads. The
+    /// product heading the first chain (the stem, with im2col, or a 1×1
+    /// expansion) runs on the point kernel where the CPU has it, split by
+    /// points or, with more channels than points, by channels.
     #[test]
     fn chains_match_tract() {
         if !crate::backend::ops::gemm_conv::enabled() {
@@ -410,6 +449,8 @@ mod tests {
             (6, 20, 14, 5, 2),
             (3, 37, 30, 3, 1),
             (5, 64, 9, 5, 1),
+            (16, 200, 7, 3, 1),
+            (8, 72, 4, 3, 1),
         ]
         .iter()
         .enumerate()
@@ -446,6 +487,14 @@ mod tests {
                     (2, 2),
                     "case {seed}: {rewritten}"
                 );
+                let points = rewritten
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.op_as::<GemmConv>())
+                    .filter(|g| g.points.is_some())
+                    .count();
+                let available = crate::backend::routines::point_gemm::available();
+                assert_eq!(points, usize::from(available), "case {seed}: {rewritten}");
             }
             let input = crate::backend::ops::tests::image(c, hw, seed + 1);
             let want = run(&model, &input);

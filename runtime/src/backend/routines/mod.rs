@@ -9,6 +9,7 @@
 pub mod depthwise_hwc;
 pub mod depthwise_w;
 pub mod direct_conv;
+pub mod point_gemm;
 pub mod qgemm;
 
 use tract_onnx::prelude::DatumType;
