@@ -442,18 +442,18 @@ mod tests {
         if !crate::backend::ops::gemm_conv::enabled() {
             return;
         }
-        // (channels, expanded, size, kernel, stride)
-        for (seed, &(c, e, hw, kernel, stride)) in [
-            (8, 24, 7, 5, 1),
-            (4, 16, 23, 3, 2),
-            (6, 20, 14, 5, 2),
+        // (channels, expanded, size, kernel, stride): the INT8 tests' first
+        // blocks, then whole and partial vectors and panels.
+        let more = [
             (3, 37, 30, 3, 1),
             (5, 64, 9, 5, 1),
             (16, 200, 7, 3, 1),
             (8, 72, 4, 3, 1),
-        ]
-        .iter()
-        .enumerate()
+        ];
+        for (seed, &(c, e, hw, kernel, stride)) in crate::backend::ops::tests::BLOCKS[..3]
+            .iter()
+            .chain(&more)
+            .enumerate()
         {
             let model = model(c, e, hw, kernel, stride, seed);
             let mut rewritten = model.clone();

@@ -568,7 +568,7 @@ pub(crate) mod tests {
     /// The INT8 blocks the levels and chain tests run: (channels, expanded,
     /// size, kernel, stride), strides 1 and 2, kernels 3 and 5, small and odd
     /// planes, channel counts with and without whole vectors.
-    const BLOCKS: [(usize, usize, usize, usize, usize); 6] = [
+    pub(crate) const BLOCKS: [(usize, usize, usize, usize, usize); 6] = [
         (8, 24, 7, 5, 1),
         (4, 16, 23, 3, 2),
         (6, 20, 14, 5, 2),

@@ -160,8 +160,8 @@ impl Plan {
 impl Hash for Plan {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.shape_key().hash(state);
-        self.packed.iter().for_each(|v| v.to_bits().hash(state));
-        self.bias.iter().for_each(|v| v.to_bits().hash(state));
+        super::hash_bits(&self.packed, state);
+        super::hash_bits(&self.bias, state);
     }
 }
 
@@ -169,13 +169,10 @@ impl PartialEq for Plan {
     /// Same shape and bit-identical weights. tract compares ops while patching
     /// the graph; the same plan compares equal without reading its weights.
     fn eq(&self, other: &Self) -> bool {
-        let same_bits = |a: &[f32], b: &[f32]| {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-        };
         std::ptr::eq(self, other)
             || (self.shape_key() == other.shape_key()
-                && same_bits(&self.packed, &other.packed)
-                && same_bits(&self.bias, &other.bias))
+                && super::same_bits(&self.packed, &other.packed)
+                && super::same_bits(&self.bias, &other.bias))
     }
 }
 

@@ -12,6 +12,8 @@ pub mod direct_conv;
 pub mod point_gemm;
 pub mod qgemm;
 
+use std::hash::{Hash, Hasher};
+
 use tract_onnx::prelude::DatumType;
 use tract_onnx::tract_core::tract_linalg::routines::{best_for, Func};
 
@@ -26,4 +28,16 @@ pub fn active() -> Vec<(&'static str, &'static str)> {
             (label, name)
         })
         .collect()
+}
+
+/// Whether two sets of packed `f32` weights are bit for bit the same (packed
+/// weights compare and hash by bits, so that ops holding them stay `Eq` and
+/// `Hash` for tract's graph patching).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Hashes packed `f32` weights by their bits (see [`same_bits`]).
+pub(crate) fn hash_bits<H: Hasher>(values: &[f32], state: &mut H) {
+    values.iter().for_each(|v| v.to_bits().hash(state));
 }

@@ -81,7 +81,7 @@ impl PointWeights {
 impl Hash for PointWeights {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (self.m, self.k).hash(state);
-        self.packed.iter().for_each(|v| v.to_bits().hash(state));
+        super::hash_bits(&self.packed, state);
     }
 }
 
@@ -90,11 +90,7 @@ impl PartialEq for PointWeights {
     fn eq(&self, other: &Self) -> bool {
         std::ptr::eq(self, other)
             || ((self.m, self.k) == (other.m, other.k)
-                && self
-                    .packed
-                    .iter()
-                    .zip(&other.packed)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()))
+                && super::same_bits(&self.packed, &other.packed))
     }
 }
 
@@ -305,13 +301,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in about [-1, 1).
-    fn values(len: usize, seed: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5 - 1.0)
-            .collect()
-    }
+    use crate::backend::ops::gemm_conv::tests::values;
 
     #[test]
     fn products_equal_the_naive_sums() {
